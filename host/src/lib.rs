@@ -1,0 +1,1 @@
+//! Host side of sensorae: trainer, calibration, data loading, evaluation and the command line.

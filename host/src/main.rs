@@ -1,0 +1,2 @@
+//! The `sensorae` command line.
+fn main() {}

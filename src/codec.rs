@@ -1,0 +1,336 @@
+//! Reading and writing `.snae` model files.
+//!
+//! ```text
+//! offset 0   magic  b"SNAE"
+//!        4   format version, u16 little-endian
+//!        6   payload length L, u32 little-endian
+//!       10   payload: postcard(Header) ++ C x postcard(Channel) ++ P x f32 little-endian
+//!   10 + L   CRC-32 (ISO-HDLC) of bytes 0 .. 10 + L, u32 little-endian
+//! ```
+//! The weights section is the postcard encoding of `[f32; P]` (postcard writes no length for a
+//! fixed array), each matrix column-major. `docs/model-format.md` is the full specification.
+
+use crate::{
+    error::{DecodeError, EncodeError},
+    model::{
+        Activation, Aggregate, Channel, ErrorMetric, Header, MAX_CHANNELS, MAX_WIDTH, MAX_WINDOW,
+        Scaling, ThresholdMethod, Variant,
+    },
+};
+
+/// The four bytes every model file starts with.
+pub const MAGIC: [u8; 4] = *b"SNAE";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes before the payload.
+pub const PREFIX_LEN: usize = 10;
+/// Bytes of the trailing checksum.
+pub const CRC_LEN: usize = 4;
+
+const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
+/// A checked, borrowed view of a model file: the header is decoded, channels and weights are
+/// validated and read on demand without copying.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelView<'a> {
+    header: Header<'a>,
+    channels: &'a [u8],
+    weights: &'a [u8],
+}
+
+impl<'a> ModelView<'a> {
+    /// Checks magic, version, length, checksum, every field and size, and that every weight is
+    /// finite, before anything is used.
+    ///
+    /// # Errors
+    /// A [`DecodeError`] naming the first check that failed.
+    ///
+    /// # Examples
+    /// ```
+    /// assert!(sensorae::ModelView::from_bytes(b"not a model").is_err());
+    /// ```
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let fixed = PREFIX_LEN + CRC_LEN;
+        let (Some(magic), Some(version), Some(len)) =
+            (bytes.get(0..4), bytes.get(4..6), bytes.get(6..10))
+        else {
+            return Err(DecodeError::Truncated {
+                expected: fixed,
+                found: bytes.len(),
+            });
+        };
+        if magic != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let version = u16::from_le_bytes([version[0], version[1]]);
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedVersion { found: version });
+        }
+        let payload_len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let total = payload_len.saturating_add(fixed);
+        if bytes.len() < total {
+            return Err(DecodeError::Truncated {
+                expected: total,
+                found: bytes.len(),
+            });
+        }
+        if bytes.len() > total {
+            return Err(DecodeError::TrailingBytes {
+                count: bytes.len() - total,
+            });
+        }
+        let body_end = PREFIX_LEN + payload_len;
+        let (Some(body), Some(crc)) = (bytes.get(..body_end), bytes.get(body_end..total)) else {
+            return Err(DecodeError::Payload);
+        };
+        let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+        let computed = CRC32.checksum(body);
+        if stored != computed {
+            return Err(DecodeError::Checksum { stored, computed });
+        }
+        let payload = body.get(PREFIX_LEN..).ok_or(DecodeError::Payload)?;
+        Self::from_payload(payload)
+    }
+
+    /// Decodes and validates a payload without the prefix and checksum (for fuzzing the body
+    /// decoder and for tools that frame payloads themselves).
+    ///
+    /// # Errors
+    /// A [`DecodeError`] naming the first check that failed.
+    pub fn from_payload(payload: &'a [u8]) -> Result<Self, DecodeError> {
+        let (header, mut rest): (Header<'a>, _) =
+            postcard::take_from_bytes(payload).map_err(|_| DecodeError::Payload)?;
+        validate_header(&header)?;
+        let channels_start = rest;
+        for _ in 0..header.window.channels {
+            let (channel, tail): (Channel<'a>, _) =
+                postcard::take_from_bytes(rest).map_err(|_| DecodeError::Payload)?;
+            validate_channel(&channel)?;
+            rest = tail;
+        }
+        let channels = channels_start
+            .get(..channels_start.len() - rest.len())
+            .ok_or(DecodeError::Payload)?;
+        let expected = header.param_count().saturating_mul(4);
+        if rest.len() != expected {
+            return Err(DecodeError::WeightsLength {
+                expected,
+                found: rest.len(),
+            });
+        }
+        let view = ModelView {
+            header,
+            channels,
+            weights: rest,
+        };
+        if let Some(index) = view.weights().position(|w| !w.is_finite()) {
+            return Err(DecodeError::NonFiniteWeight { index });
+        }
+        Ok(view)
+    }
+
+    /// The decoded header.
+    #[must_use]
+    pub const fn header(&self) -> &Header<'a> {
+        &self.header
+    }
+
+    /// The channels in order.
+    pub fn channels(&self) -> impl Iterator<Item = Channel<'a>> + 'a {
+        let mut rest = self.channels;
+        core::iter::from_fn(move || {
+            let (channel, tail) = postcard::take_from_bytes::<Channel<'a>>(rest).ok()?;
+            rest = tail;
+            Some(channel)
+        })
+    }
+
+    /// The parameters in file order (see `docs/model-format.md`).
+    pub fn weights(&self) -> impl ExactSizeIterator<Item = f32> + 'a {
+        self.weights
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+/// Writes a model file into `out` and returns the number of bytes written.
+///
+/// The header, channels and parameters get the same checks the reader makes, so whatever is
+/// written can be read back.
+///
+/// # Errors
+/// [`EncodeError::Invalid`] for a field the reader would reject, a count mismatch, or
+/// [`EncodeError::BufferTooSmall`].
+pub fn encode(
+    header: &Header<'_>,
+    channels: &[Channel<'_>],
+    params: &[f32],
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    check_before_encode(header, channels, params)?;
+    let payload_start = PREFIX_LEN;
+    let mut at = payload_start;
+    at += postcard::to_slice(header, out.get_mut(at..).ok_or(EncodeError::BufferTooSmall)?)
+        .map_err(|_| EncodeError::BufferTooSmall)?
+        .len();
+    for channel in channels {
+        at += postcard::to_slice(channel, out.get_mut(at..).ok_or(EncodeError::BufferTooSmall)?)
+            .map_err(|_| EncodeError::BufferTooSmall)?
+            .len();
+    }
+    for p in params {
+        let slot = out.get_mut(at..at + 4).ok_or(EncodeError::BufferTooSmall)?;
+        slot.copy_from_slice(&p.to_le_bytes());
+        at += 4;
+    }
+    finish_frame(out, at)
+}
+
+/// Writes a model file into a new `Vec`.
+///
+/// # Errors
+/// As [`encode`], except that the buffer never is too small.
+#[cfg(feature = "alloc")]
+pub fn encode_to_vec(
+    header: &Header<'_>,
+    channels: &[Channel<'_>],
+    params: &[f32],
+) -> Result<alloc::vec::Vec<u8>, EncodeError> {
+    check_before_encode(header, channels, params)?;
+    let mut out = alloc::vec![0u8; PREFIX_LEN];
+    let header_bytes = postcard::to_allocvec(header).map_err(|_| EncodeError::BufferTooSmall)?;
+    out.extend_from_slice(&header_bytes);
+    for channel in channels {
+        let bytes = postcard::to_allocvec(channel).map_err(|_| EncodeError::BufferTooSmall)?;
+        out.extend_from_slice(&bytes);
+    }
+    for p in params {
+        out.extend_from_slice(&p.to_le_bytes());
+    }
+    let end = out.len();
+    out.extend_from_slice(&[0; CRC_LEN]);
+    let written = finish_frame(&mut out, end)?;
+    out.truncate(written);
+    Ok(out)
+}
+
+fn check_before_encode(
+    header: &Header<'_>,
+    channels: &[Channel<'_>],
+    params: &[f32],
+) -> Result<(), EncodeError> {
+    validate_header(header).map_err(EncodeError::Invalid)?;
+    let expected = usize::from(header.window.channels);
+    if channels.len() != expected {
+        return Err(EncodeError::ChannelCount {
+            expected,
+            found: channels.len(),
+        });
+    }
+    for channel in channels {
+        validate_channel(channel).map_err(EncodeError::Invalid)?;
+    }
+    if params.len() != header.param_count() {
+        return Err(EncodeError::ParamCount {
+            expected: header.param_count(),
+            found: params.len(),
+        });
+    }
+    if let Some(index) = params.iter().position(|w| !w.is_finite()) {
+        return Err(EncodeError::Invalid(DecodeError::NonFiniteWeight {
+            index,
+        }));
+    }
+    Ok(())
+}
+
+/// Fills in the prefix and appends the CRC for a payload that ends at `end`.
+fn finish_frame(out: &mut [u8], end: usize) -> Result<usize, EncodeError> {
+    let payload_len =
+        u32::try_from(end - PREFIX_LEN).map_err(|_| EncodeError::BufferTooSmall)?;
+    let prefix = out.get_mut(..PREFIX_LEN).ok_or(EncodeError::BufferTooSmall)?;
+    prefix[..4].copy_from_slice(&MAGIC);
+    prefix[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    prefix[6..10].copy_from_slice(&payload_len.to_le_bytes());
+    let crc = CRC32.checksum(out.get(..end).ok_or(EncodeError::BufferTooSmall)?);
+    out.get_mut(end..end + CRC_LEN)
+        .ok_or(EncodeError::BufferTooSmall)?
+        .copy_from_slice(&crc.to_le_bytes());
+    Ok(end + CRC_LEN)
+}
+
+fn check(ok: bool, field: &'static str) -> Result<(), DecodeError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(DecodeError::InvalidField { field })
+    }
+}
+
+fn valid_activation(a: Activation) -> bool {
+    match a {
+        Activation::LeakyRelu { slope } => slope.is_finite() && (0.0..1.0).contains(&slope),
+        _ => true,
+    }
+}
+
+fn validate_header(h: &Header<'_>) -> Result<(), DecodeError> {
+    let c = usize::from(h.window.channels);
+    let w = usize::from(h.window.length);
+    check((1..=MAX_CHANNELS).contains(&c), "window.channels")?;
+    check((1..=MAX_WINDOW).contains(&w), "window.length")?;
+    check(h.window.hop >= 1, "window.hop")?;
+    check(c * w <= MAX_WIDTH, "window.channels*window.length")?;
+    let hidden = h.layers.hidden as usize;
+    let latent = h.layers.latent as usize;
+    check((1..=MAX_WIDTH).contains(&hidden), "layers.hidden")?;
+    check((1..=MAX_WIDTH).contains(&latent), "layers.latent")?;
+    check(valid_activation(h.layers.encoder_hidden), "layers.encoder_hidden")?;
+    check(valid_activation(h.layers.code), "layers.code")?;
+    check(valid_activation(h.layers.decoder_hidden), "layers.decoder_hidden")?;
+    check(valid_activation(h.layers.output), "layers.output")?;
+    check(!(h.tied && h.variant == Variant::Vae), "tied")?;
+    check(
+        h.scoring.metric != ErrorMetric::Bce || h.scaling == Scaling::MinMax,
+        "scaling",
+    )?;
+    check(
+        h.scoring.kl_weight.is_finite() && h.scoring.kl_weight >= 0.0,
+        "scoring.kl_weight",
+    )?;
+    check(
+        h.scoring.ewma.is_finite() && h.scoring.ewma > 0.0 && h.scoring.ewma <= 1.0,
+        "scoring.ewma",
+    )?;
+    check(
+        matches!(h.scoring.aggregate, Aggregate::Mean | Aggregate::MaxChannel),
+        "scoring.aggregate",
+    )?;
+    check(
+        h.threshold.value.is_finite() && h.threshold.value >= 0.0,
+        "threshold.value",
+    )?;
+    let method_ok = match h.threshold.method {
+        ThresholdMethod::Fixed => true,
+        ThresholdMethod::Quantile { q } => q > 0.0 && q < 1.0,
+        ThresholdMethod::Sigma { k } => k.is_finite(),
+        ThresholdMethod::Pot {
+            risk,
+            initial_quantile,
+        } => risk > 0.0 && risk < 1.0 && initial_quantile > 0.0 && initial_quantile < 1.0,
+    };
+    check(method_ok, "threshold.method")?;
+    check(h.alarm.on_after >= 1, "alarm.on_after")?;
+    check(h.alarm.off_after >= 1, "alarm.off_after")?;
+    Ok(())
+}
+
+fn validate_channel(ch: &Channel<'_>) -> Result<(), DecodeError> {
+    check(ch.offset.is_finite(), "channel.offset")?;
+    check(
+        ch.scale.is_finite() && ch.scale > 0.0 && (1.0 / ch.scale).is_finite(),
+        "channel.scale",
+    )?;
+    check(!ch.min.is_nan() && !ch.max.is_nan() && ch.min <= ch.max, "channel.range")?;
+    Ok(())
+}

@@ -1,0 +1,596 @@
+//! The streaming detector: validate, normalise, window, reconstruct, score, alarm.
+
+use crate::{
+    codec::ModelView,
+    error::LoadError,
+    model::{
+        Aggregate, AlarmSpec, Arch, FaultPolicy, Layers, Scaling, Scoring, TOP_K, Threshold,
+        TrainingSummary, Variant, WindowSpec,
+    },
+    nn::{self, Dims, Scratch},
+    storage::{Buffers, ChannelState, Fixed, Storage},
+    verdict::{ChannelError, FaultKind, Score, SensorFault, Status, Verdict},
+};
+
+/// A detector with fixed sizes: C channels, window W, N = C * W inputs, H hidden, Z code,
+/// P parameters (see [`param_count`](crate::param_count)). It never allocates, and
+/// `core::mem::size_of` gives all the memory it needs.
+pub type Detector<
+    const C: usize,
+    const W: usize,
+    const N: usize,
+    const H: usize,
+    const Z: usize,
+    const P: usize,
+> = Engine<Fixed<C, W, N, H, Z, P>>;
+
+/// A detector sized from the model file at load time (behind the `alloc` feature).
+#[cfg(feature = "alloc")]
+pub type DynDetector = Engine<crate::storage::Heap>;
+
+/// Everything of a model's header a detector keeps (all of it but the name).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Config {
+    /// Variant the trainer used.
+    pub variant: Variant,
+    /// Decoder uses the encoder's transposes.
+    pub tied: bool,
+    /// Windowing.
+    pub window: WindowSpec,
+    /// Layer sizes and activations.
+    pub layers: Layers,
+    /// How inputs were scaled.
+    pub scaling: Scaling,
+    /// Scoring rule.
+    pub scoring: Scoring,
+    /// Threshold.
+    pub threshold: Threshold,
+    /// Alarm hysteresis.
+    pub alarm: AlarmSpec,
+    /// Fault recovery.
+    pub faults: FaultPolicy,
+    /// Training summary.
+    pub training: TrainingSummary,
+}
+
+impl Config {
+    const UNLOADED: Config = Config {
+        variant: Variant::Plain,
+        tied: false,
+        window: WindowSpec {
+            channels: 0,
+            length: 0,
+            hop: 1,
+        },
+        layers: Layers {
+            hidden: 0,
+            latent: 0,
+            encoder_hidden: crate::Activation::Linear,
+            code: crate::Activation::Linear,
+            decoder_hidden: crate::Activation::Linear,
+            output: crate::Activation::Linear,
+        },
+        scaling: Scaling::Standard,
+        scoring: Scoring {
+            metric: crate::ErrorMetric::Mse,
+            aggregate: Aggregate::Mean,
+            kl_weight: 0.0,
+            ewma: 1.0,
+        },
+        threshold: Threshold {
+            value: 0.0,
+            method: crate::ThresholdMethod::Fixed,
+            calibration_windows: 0,
+        },
+        alarm: AlarmSpec {
+            on_after: 1,
+            off_after: 1,
+        },
+        faults: FaultPolicy { hold_max: 0 },
+        training: TrainingSummary {
+            epochs: 0,
+            train_loss: 0.0,
+            val_loss: 0.0,
+            rows: 0,
+            train_windows: 0,
+            val_windows: 0,
+            seed: 0,
+        },
+    };
+
+    /// The inference architecture.
+    #[must_use]
+    pub const fn arch(&self) -> Arch {
+        match (self.variant, self.tied) {
+            (Variant::Vae, _) => Arch::Vae,
+            (_, true) => Arch::Tied,
+            (_, false) => Arch::Dense,
+        }
+    }
+}
+
+/// Streaming state besides the buffers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct State {
+    loaded: bool,
+    index: u64,
+    head: usize,
+    filled: u16,
+    since_scored: u16,
+    imputed_left: u16,
+    smoothed: Option<f32>,
+    above: u16,
+    below: u16,
+    alarm: bool,
+    last: Option<Score>,
+}
+
+impl State {
+    const NEW: State = State {
+        loaded: false,
+        index: 0,
+        head: 0,
+        filled: 0,
+        since_scored: 0,
+        imputed_left: 0,
+        smoothed: None,
+        above: 0,
+        below: 0,
+        alarm: false,
+        last: None,
+    };
+
+    /// Forgets the window, smoothing and alarm; keeps the sample count.
+    fn restart(&mut self) {
+        *self = State {
+            loaded: self.loaded,
+            index: self.index,
+            ..State::NEW
+        };
+    }
+}
+
+/// The detector over some [`Storage`]; use the [`Detector`] (fixed) or `DynDetector` (heap)
+/// aliases.
+#[derive(Debug, Clone)]
+pub struct Engine<S> {
+    config: Config,
+    state: State,
+    storage: S,
+}
+
+impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: usize, const P: usize>
+    Detector<C, W, N, H, Z, P>
+{
+    /// An empty detector with no model: every push reports [`FaultKind::NoModel`] until
+    /// [`load`](Engine::load) succeeds. `const`, so it can live in a `static` and be loaded in
+    /// place, without the model ever passing through the stack.
+    #[must_use]
+    pub const fn new() -> Self {
+        Engine {
+            config: Config::UNLOADED,
+            state: State::NEW,
+            storage: Fixed::new(),
+        }
+    }
+
+    /// Loads a model file into a new fixed-size detector.
+    ///
+    /// # Errors
+    /// [`LoadError::Decode`] for a bad file, [`LoadError::Shape`] naming the expected and found
+    /// size when the file has other sizes than `C`, `W`, `H`, `Z` or `P`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, LoadError> {
+        let mut detector = Self::new();
+        detector.load(bytes)?;
+        Ok(detector)
+    }
+
+    /// Pushes one sample of exactly `C` channels; see [`Engine::push`].
+    pub fn push_array(&mut self, sample: &[f32; C]) -> Verdict {
+        self.push(sample)
+    }
+}
+
+impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: usize, const P: usize>
+    Default for Detector<C, W, N, H, Z, P>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl DynDetector {
+    /// Loads a model file of any size.
+    ///
+    /// # Errors
+    /// [`LoadError::Decode`] for a bad file.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, LoadError> {
+        let mut detector = Engine {
+            config: Config::UNLOADED,
+            state: State::NEW,
+            storage: crate::storage::Heap::default(),
+        };
+        detector.load(bytes)?;
+        Ok(detector)
+    }
+}
+
+impl<S: Storage> Engine<S> {
+    /// Replaces the model in place. On error the detector is left without a model.
+    ///
+    /// # Errors
+    /// As [`Detector::from_bytes`].
+    pub fn load(&mut self, bytes: &[u8]) -> Result<(), LoadError> {
+        self.state = State::NEW;
+        let view = ModelView::from_bytes(bytes)?;
+        let h = view.header();
+        self.storage.prepare(h)?;
+        let b = self.storage.buffers();
+        for (slot, w) in b.params.iter_mut().zip(view.weights()) {
+            *slot = w;
+        }
+        for (slot, ch) in b.channels.iter_mut().zip(view.channels()) {
+            *slot = ChannelState {
+                offset: ch.offset,
+                inv_scale: 1.0 / ch.scale,
+                min: ch.min,
+                max: ch.max,
+                ..ChannelState::IDENTITY
+            };
+        }
+        b.errors.fill(0.0);
+        self.config = Config {
+            variant: h.variant,
+            tied: h.tied,
+            window: h.window,
+            layers: h.layers,
+            scaling: h.scaling,
+            scoring: h.scoring,
+            threshold: h.threshold,
+            alarm: h.alarm,
+            faults: h.faults,
+            training: h.training,
+        };
+        self.state.loaded = true;
+        Ok(())
+    }
+
+    /// The loaded model's configuration.
+    #[must_use]
+    pub const fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Per-channel mean errors of the last scored window.
+    #[must_use]
+    pub fn channel_errors(&self) -> &[f32] {
+        self.storage.errors()
+    }
+
+    /// Changes the threshold (for example after recalibrating on site).
+    pub fn set_threshold(&mut self, value: f32) {
+        if value.is_finite() && value >= 0.0 {
+            self.config.threshold.value = value;
+        }
+    }
+
+    /// Forgets the window, smoothing, alarm state and sample count; keeps the model.
+    pub fn reset(&mut self) {
+        self.state = State {
+            loaded: self.state.loaded,
+            ..State::NEW
+        };
+        for ch in self.storage.buffers().channels.iter_mut() {
+            ch.has_last = false;
+            ch.faulty_run = 0;
+        }
+    }
+
+    /// Marks a missing sample (a gap in the stream): reported as a fault, handled by the
+    /// model's recovery rule like a sample whose every channel is faulty.
+    pub fn push_missing(&mut self) -> Verdict {
+        self.push_inner(None)
+    }
+
+    /// Pushes one sample, raw sensor values in model channel order, and returns the verdict.
+    ///
+    /// A sample with a NaN, an infinity, a value outside its channel's range or of the wrong
+    /// length is a [`SensorFault`]; it is never scored. If every faulty channel's run of faults is
+    /// at most the model's `hold_max`, its last valid value is held and the window goes on
+    /// (scores of windows holding such a value are marked `imputed`); otherwise the window,
+    /// smoothing and alarm restart, and scoring resumes once the window is full again.
+    pub fn push(&mut self, sample: &[f32]) -> Verdict {
+        self.push_inner(Some(sample))
+    }
+
+    fn fault_verdict(&self, fault: SensorFault) -> Verdict {
+        Verdict {
+            index: self.state.index,
+            status: Status::Fault(fault),
+        }
+    }
+
+    fn push_inner(&mut self, sample: Option<&[f32]>) -> Verdict {
+        let cfg = self.config;
+        let channels = usize::from(cfg.window.channels);
+        let window = cfg.window.length;
+        if !self.state.loaded {
+            let v = self.fault_verdict(SensorFault {
+                channel: None,
+                kind: FaultKind::NoModel,
+                faulty_channels: 0,
+                reset: false,
+            });
+            self.state.index = self.state.index.wrapping_add(1);
+            return v;
+        }
+        if let Some(s) = sample
+            && s.len() != channels
+        {
+            let v = self.fault_verdict(SensorFault {
+                channel: None,
+                kind: FaultKind::WrongLength,
+                faulty_channels: 0,
+                reset: false,
+            });
+            self.state.index = self.state.index.wrapping_add(1);
+            return v;
+        }
+        let mut fault: Option<SensorFault> = None;
+        let mut must_reset = false;
+        let hold_max = cfg.faults.hold_max;
+        let head = self.state.head;
+        let b = self.storage.buffers();
+        let Some(slot) = b.ring.get_mut(head * channels..(head + 1) * channels) else {
+            return self.fault_verdict(SensorFault {
+                channel: None,
+                kind: FaultKind::NoModel,
+                faulty_channels: 0,
+                reset: false,
+            });
+        };
+        for (c, (ch, out)) in b.channels.iter_mut().zip(slot.iter_mut()).enumerate() {
+            let kind = match sample.and_then(|s| s.get(c)) {
+                None => Err(FaultKind::Missing),
+                Some(&v) => classify(v, ch),
+            };
+            match kind {
+                Ok(normalised) => {
+                    ch.last = normalised;
+                    ch.has_last = true;
+                    ch.faulty_run = 0;
+                    *out = normalised;
+                }
+                Err(kind) => {
+                    ch.faulty_run = ch.faulty_run.saturating_add(1);
+                    if ch.has_last && ch.faulty_run <= hold_max {
+                        *out = ch.last;
+                    } else {
+                        must_reset = true;
+                    }
+                    let f = fault.get_or_insert(SensorFault {
+                        channel: u16::try_from(c).ok(),
+                        kind: if sample.is_none() {
+                            FaultKind::Missing
+                        } else {
+                            kind
+                        },
+                        faulty_channels: 0,
+                        reset: false,
+                    });
+                    f.faulty_channels = f.faulty_channels.saturating_add(1);
+                }
+            }
+        }
+        if sample.is_none()
+            && let Some(f) = fault.as_mut()
+        {
+            f.channel = None;
+        }
+        if let Some(mut f) = fault {
+            if must_reset {
+                self.state.restart();
+                f.reset = true;
+            } else {
+                self.advance(window);
+                self.state.imputed_left = window;
+            }
+            let v = self.fault_verdict(f);
+            self.state.index = self.state.index.wrapping_add(1);
+            return v;
+        }
+        self.advance(window);
+        self.state.imputed_left = self.state.imputed_left.saturating_sub(1);
+        let v = self.after_valid_sample(&cfg);
+        self.state.index = self.state.index.wrapping_add(1);
+        v
+    }
+
+    /// Moves the ring head past the sample just written.
+    fn advance(&mut self, window: u16) {
+        let st = &mut self.state;
+        st.head = if st.head + 1 >= usize::from(window) {
+            0
+        } else {
+            st.head + 1
+        };
+        st.filled = st.filled.saturating_add(1).min(window);
+        st.since_scored = st.since_scored.saturating_add(1);
+    }
+
+    fn after_valid_sample(&mut self, cfg: &Config) -> Verdict {
+        let index = self.state.index;
+        if self.state.filled < cfg.window.length {
+            return Verdict {
+                index,
+                status: Status::WarmingUp {
+                    filled: self.state.filled,
+                    needed: cfg.window.length,
+                },
+            };
+        }
+        if let Some(last) = self.state.last
+            && self.state.since_scored < cfg.window.hop
+        {
+            let score = Score {
+                fresh: false,
+                ..last
+            };
+            let status = if self.state.alarm {
+                Status::Anomalous {
+                    score,
+                    onset: false,
+                }
+            } else {
+                Status::Normal(score)
+            };
+            return Verdict { index, status };
+        }
+        let raw = self.score_window(cfg);
+        self.state.since_scored = 0;
+        let a = cfg.scoring.ewma;
+        let value = match self.state.smoothed {
+            Some(prev) if a < 1.0 => a * raw + (1.0 - a) * prev,
+            _ => raw,
+        };
+        self.state.smoothed = Some(value);
+        let exceeds = value > cfg.threshold.value;
+        let onset = self.update_alarm(exceeds, &cfg.alarm);
+        let score = Score {
+            value,
+            raw,
+            exceeds,
+            fresh: true,
+            imputed: self.state.imputed_left > 0,
+            top: top_channels(self.storage.errors()),
+        };
+        self.state.last = Some(score);
+        let status = if self.state.alarm {
+            Status::Anomalous { score, onset }
+        } else {
+            Status::Normal(score)
+        };
+        Verdict { index, status }
+    }
+
+    /// Returns true when this window turned the alarm on.
+    fn update_alarm(&mut self, exceeds: bool, alarm: &AlarmSpec) -> bool {
+        let st = &mut self.state;
+        if exceeds {
+            st.above = st.above.saturating_add(1);
+            st.below = 0;
+        } else {
+            st.below = st.below.saturating_add(1);
+            st.above = 0;
+        }
+        if !st.alarm && st.above >= alarm.on_after {
+            st.alarm = true;
+            return true;
+        }
+        if st.alarm && st.below >= alarm.off_after {
+            st.alarm = false;
+        }
+        false
+    }
+
+    /// Scores the full window in the ring. Finite and non-negative: an overflowing
+    /// reconstruction scores `f32::MAX`.
+    fn score_window(&mut self, cfg: &Config) -> f32 {
+        let (n, h, z) = self.storage.dims();
+        let channels = usize::from(cfg.window.channels);
+        let split = self.state.head * channels;
+        let Buffers {
+            params,
+            ring,
+            x,
+            xhat,
+            h1,
+            h2,
+            z: zs,
+            logvar,
+            errors,
+            ..
+        } = self.storage.buffers();
+        // Oldest sample first: the ring from the head to its end, then from its start.
+        let (newer, older) = ring.split_at(split.min(ring.len()));
+        let (x_old, x_new) = x.split_at_mut(older.len());
+        x_old.copy_from_slice(older);
+        x_new.copy_from_slice(newer);
+        let ok = nn::reconstruct(
+            cfg.arch(),
+            &cfg.layers,
+            Dims { n, h, z },
+            params,
+            x,
+            Scratch {
+                h1,
+                z: zs,
+                logvar,
+                h2,
+            },
+            xhat,
+        );
+        if ok.is_none() {
+            errors.fill(f32::MAX);
+            return f32::MAX;
+        }
+        let mean = nn::channel_errors(cfg.scoring.metric, x, xhat, errors);
+        let mut score = match cfg.scoring.aggregate {
+            Aggregate::Mean => mean,
+            Aggregate::MaxChannel => errors.iter().fold(0.0f32, |m, &e| m.max(e)),
+        };
+        if cfg.arch() == Arch::Vae && cfg.scoring.kl_weight > 0.0 {
+            score += cfg.scoring.kl_weight * nn::kl_divergence(zs, logvar);
+        }
+        if score.is_nan() || score > f32::MAX {
+            f32::MAX
+        } else {
+            score.max(0.0)
+        }
+    }
+}
+
+/// Validates and normalises one raw value.
+fn classify(v: f32, ch: &ChannelState) -> Result<f32, FaultKind> {
+    if v.is_nan() {
+        return Err(FaultKind::NotANumber);
+    }
+    if v.is_infinite() {
+        return Err(FaultKind::Infinite);
+    }
+    if v < ch.min {
+        return Err(FaultKind::BelowRange);
+    }
+    if v > ch.max {
+        return Err(FaultKind::AboveRange);
+    }
+    let n = (v - ch.offset) * ch.inv_scale;
+    if n.is_finite() {
+        Ok(n)
+    } else {
+        Err(FaultKind::Overflow)
+    }
+}
+
+/// The `TOP_K` channels with the largest errors, largest first; ties keep the lower index.
+fn top_channels(errors: &[f32]) -> [Option<ChannelError>; TOP_K] {
+    let mut top: [Option<ChannelError>; TOP_K] = [None; TOP_K];
+    for (c, &e) in errors.iter().enumerate() {
+        let Ok(channel) = u16::try_from(c) else {
+            break;
+        };
+        let mut item = ChannelError { channel, error: e };
+        for slot in top.iter_mut() {
+            match slot {
+                Some(cur) if cur.error >= item.error => {}
+                Some(cur) => core::mem::swap(cur, &mut item),
+                None => {
+                    *slot = Some(item);
+                    break;
+                }
+            }
+        }
+    }
+    top
+}

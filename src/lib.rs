@@ -1,0 +1,81 @@
+//! Streaming anomaly detection for sensors with small autoencoders, on a microcontroller or a
+//! server, from the same code: no heap, no panics, no `unsafe`.
+//!
+//! A model file (`.snae`, written by the `sensorae` command line) carries the network, the
+//! per-channel normalisation, the scoring rule, a calibrated threshold and the alarm settings.
+//! A [`Detector`] of matching fixed sizes loads it, takes one sample at a time and returns a
+//! [`Verdict`] per sample.
+//!
+//! ```
+//! use sensorae::{Detector, Status, param_count, Arch};
+//! # let model = sensorae::testing::tiny_model_bytes();
+//! // 2 channels, window 4 (N = 8), hidden 4, code 2.
+//! type Tiny = Detector<2, 4, 8, 4, 2, { param_count(Arch::Dense, 8, 4, 2) }>;
+//! let mut detector = Tiny::from_bytes(&model)?;
+//! for t in 0..10 {
+//!     let sample = [(t as f32 * 0.3).sin(), (t as f32 * 0.3).cos()];
+//!     match detector.push(&sample).status {
+//!         Status::WarmingUp { .. } => {}
+//!         Status::Normal(score) => assert!(score.value >= 0.0),
+//!         Status::Anomalous { onset, .. } => { let _ = onset; }
+//!         Status::Fault(fault) => panic!("unexpected fault {fault:?}"),
+//!     }
+//! }
+//! # Ok::<(), sensorae::LoadError>(())
+//! ```
+//!
+//! # Windows
+//! A window is the last W valid samples of C channels, flattened **time-major**, oldest first:
+//! entry `t * C + c` is channel `c` at time `t`. A window is scored every `hop` samples once it is
+//! full.
+//!
+//! # Scores
+//! The entry error is squared, absolute or binary cross-entropy (probabilities clamped to
+//! `[1e-7, 1 - 1e-7]`). Per-channel errors are means over the window; the window score is the mean
+//! over all entries or the largest channel error, plus `kl_weight * KL` for a VAE that asks for
+//! it, optionally EWMA-smoothed. Scores are always finite.
+//!
+//! # Alarms and faults
+//! The alarm turns on after `on_after` consecutive scores above the threshold and off after
+//! `off_after` consecutive scores at or below it. NaN, infinite, out-of-range and missing values
+//! are sensor faults, reported per sample with the channel and never scored; see
+//! [`Engine::push`] for the recovery rule.
+//!
+//! # Memory
+//! A `Detector<C, W, N, H, Z, P>` holds `P` parameters and `3N + 2H + 2Z` scratch values as `f32`,
+//! plus about 30 bytes per channel; `core::mem::size_of` gives the exact figure.
+#![cfg_attr(not(test), no_std)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+mod codec;
+mod detector;
+mod error;
+mod model;
+mod nn;
+mod storage;
+#[doc(hidden)]
+pub mod testing;
+mod verdict;
+
+#[cfg(feature = "alloc")]
+pub use codec::encode_to_vec;
+pub use codec::{CRC_LEN, FORMAT_VERSION, MAGIC, ModelView, PREFIX_LEN, encode};
+#[cfg(feature = "alloc")]
+pub use detector::DynDetector;
+pub use detector::{Config, Detector, Engine};
+pub use error::{DecodeError, EncodeError, LoadError, ShapeError};
+pub use model::{
+    Activation, Aggregate, AlarmSpec, Arch, Channel, ErrorMetric, FaultPolicy, Header, Layers,
+    MAX_CHANNELS, MAX_WIDTH, MAX_WINDOW, Scaling, Scoring, TOP_K, Threshold, ThresholdMethod,
+    TrainingSummary, Variant, WindowSpec, param_count,
+};
+pub use nn::{BCE_EPS, LOGVAR_CLAMP, kl_divergence};
+#[cfg(feature = "alloc")]
+pub use storage::Heap;
+pub use storage::{Buffers, ChannelState, Fixed, Storage};
+pub use verdict::{ChannelError, FaultKind, Score, SensorFault, Status, Verdict};

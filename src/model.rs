@@ -1,0 +1,308 @@
+//! What a model file describes: sizes, activations, normalisation, scoring, threshold and alarms.
+//!
+//! These types are the postcard payload of a `.snae` file (see `docs/model-format.md`). New enum
+//! variants are only ever appended, so the postcard discriminants of existing ones never change.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest number of channels a model may have.
+pub const MAX_CHANNELS: usize = 64;
+/// Largest window length, in samples.
+pub const MAX_WINDOW: usize = 4096;
+/// Largest layer width (input, hidden or latent).
+pub const MAX_WIDTH: usize = 65_536;
+/// Number of top channels a score reports.
+pub const TOP_K: usize = 3;
+
+/// Element-wise activation of a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Activation {
+    /// `y = x`.
+    Linear,
+    /// `y = max(0, x)`.
+    Relu,
+    /// `y = x` for `x > 0`, else `slope * x`.
+    LeakyRelu {
+        /// Slope on the negative side, usually 0.01.
+        slope: f32,
+    },
+    /// `y = 1 / (1 + e^-x)`.
+    Sigmoid,
+    /// `y = tanh(x)`.
+    Tanh,
+}
+
+/// How the model was trained. Plain, sparse, denoising and contractive models share the
+/// dense forward pass at inference; the VAE has mean and log-variance heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Variant {
+    /// Plain undercomplete autoencoder.
+    Plain,
+    /// Sparse autoencoder (L1 on the code and/or KL sparsity on hidden units).
+    Sparse,
+    /// Denoising autoencoder.
+    Denoising,
+    /// Contractive autoencoder.
+    Contractive,
+    /// Small variational autoencoder.
+    Vae,
+}
+
+impl Variant {
+    /// Short lowercase name, as the command line spells it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Variant::Plain => "ae",
+            Variant::Sparse => "sparse",
+            Variant::Denoising => "denoising",
+            Variant::Contractive => "contractive",
+            Variant::Vae => "vae",
+        }
+    }
+}
+
+/// The inference architecture, which fixes the order and shapes of the stored parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// Encoder N->H->Z and decoder Z->H->N with separate weights.
+    Dense,
+    /// Like `Dense`, but the decoder uses the encoder's transposed weights (stored once).
+    Tied,
+    /// Encoder N->H, heads mu and log-variance H->Z, decoder Z->H->N.
+    Vae,
+}
+
+/// Reconstruction error per entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorMetric {
+    /// Squared error `(x - x')^2`.
+    Mse,
+    /// Absolute error `|x - x'|`.
+    Mae,
+    /// Binary cross-entropy; `x` is clamped to `[0, 1]` and `x'` to `[1e-7, 1 - 1e-7]`.
+    Bce,
+}
+
+/// How entry errors become one window score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Aggregate {
+    /// Mean over all `C*W` entries.
+    Mean,
+    /// Largest per-channel mean error: one broken channel stands out instead of being averaged
+    /// away.
+    MaxChannel,
+}
+
+/// How inputs were scaled: both are stored as `(x - offset) / scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Scaling {
+    /// `offset` = mean, `scale` = standard deviation.
+    Standard,
+    /// `offset` = minimum, `scale` = maximum - minimum, so training data lies in `[0, 1]`.
+    MinMax,
+}
+
+/// How the threshold was calibrated.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum ThresholdMethod {
+    /// Set by hand.
+    Fixed,
+    /// The `q` quantile of held-out normal scores.
+    Quantile {
+        /// Quantile in `(0, 1)`.
+        q: f32,
+    },
+    /// Mean plus `k` standard deviations of held-out normal scores.
+    Sigma {
+        /// Number of standard deviations.
+        k: f32,
+    },
+    /// Peaks over threshold: a generalised Pareto tail fitted over an initial quantile, solved
+    /// for a target false-alarm probability (as in SPOT).
+    Pot {
+        /// Target probability that a normal window exceeds the threshold.
+        risk: f32,
+        /// Quantile above which excesses were fitted.
+        initial_quantile: f32,
+    },
+}
+
+/// Header of the payload: everything except the channels and the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Header<'a> {
+    /// Free-form model name.
+    pub name: &'a str,
+    /// Variant the trainer used.
+    pub variant: Variant,
+    /// Decoder uses the encoder's transposes (not for the VAE).
+    pub tied: bool,
+    /// Windowing.
+    pub window: WindowSpec,
+    /// Layer sizes and activations.
+    pub layers: Layers,
+    /// How inputs were scaled.
+    pub scaling: Scaling,
+    /// Scoring rule.
+    pub scoring: Scoring,
+    /// Threshold on the (smoothed) score.
+    pub threshold: Threshold,
+    /// Alarm hysteresis.
+    pub alarm: AlarmSpec,
+    /// Sensor-fault recovery.
+    pub faults: FaultPolicy,
+    /// What training did.
+    pub training: TrainingSummary,
+}
+
+/// Windowing: `channels` values per sample, windows of `length` samples every `hop` samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSpec {
+    /// Channels per sample (C).
+    pub channels: u16,
+    /// Samples per window (W).
+    pub length: u16,
+    /// Samples between scored windows (S >= 1).
+    pub hop: u16,
+}
+
+/// Layer sizes and activations. The input width is `channels * length`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Layers {
+    /// Hidden width (H).
+    pub hidden: u32,
+    /// Code width (Z).
+    pub latent: u32,
+    /// Encoder hidden layer.
+    pub encoder_hidden: Activation,
+    /// Code layer (ignored for the VAE, whose heads are linear).
+    pub code: Activation,
+    /// Decoder hidden layer.
+    pub decoder_hidden: Activation,
+    /// Output layer (sigmoid for BCE models).
+    pub output: Activation,
+}
+
+/// Scoring rule.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Scoring {
+    /// Error per entry.
+    pub metric: ErrorMetric,
+    /// Entries to window score.
+    pub aggregate: Aggregate,
+    /// VAE only: adds `kl_weight * KL(q(z|x) || N(0, I))` to the score; 0 turns it off.
+    pub kl_weight: f32,
+    /// EWMA smoothing factor in `(0, 1]` (`s = a * raw + (1 - a) * s_prev`); 1 turns it off.
+    pub ewma: f32,
+}
+
+/// Threshold and its provenance.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    /// Scores above this value exceed.
+    pub value: f32,
+    /// How it was set.
+    pub method: ThresholdMethod,
+    /// Number of held-out windows it was calibrated on.
+    pub calibration_windows: u32,
+}
+
+/// Alarm hysteresis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlarmSpec {
+    /// Consecutive exceeding windows that turn the alarm on (k >= 1).
+    pub on_after: u16,
+    /// Consecutive normal windows that turn it off (m >= 1).
+    pub off_after: u16,
+}
+
+/// Sensor-fault recovery rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultPolicy {
+    /// A channel fault lasting at most this many consecutive samples is bridged by holding the
+    /// channel's last valid value; a longer one (or 0 here) resets the window.
+    pub hold_max: u16,
+}
+
+/// What the trainer did, for `inspect`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    /// Epochs run.
+    pub epochs: u32,
+    /// Final training loss.
+    pub train_loss: f32,
+    /// Final validation loss.
+    pub val_loss: f32,
+    /// Rows of data used for training and validation.
+    pub rows: u64,
+    /// Windows used for training.
+    pub train_windows: u32,
+    /// Windows used for validation.
+    pub val_windows: u32,
+    /// Random seed.
+    pub seed: u64,
+}
+
+/// One input channel: its name, normalisation and valid physical range.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Channel<'a> {
+    /// Column name.
+    pub name: &'a str,
+    /// Subtracted before scaling.
+    pub offset: f32,
+    /// Divided by after subtracting; always > 0 (a zero spread is stored as 1).
+    pub scale: f32,
+    /// Smallest valid raw value (may be `-inf`).
+    pub min: f32,
+    /// Largest valid raw value (may be `+inf`).
+    pub max: f32,
+}
+
+impl Header<'_> {
+    /// The inference architecture this header implies.
+    #[must_use]
+    pub const fn arch(&self) -> Arch {
+        match (self.variant, self.tied) {
+            (Variant::Vae, _) => Arch::Vae,
+            (_, true) => Arch::Tied,
+            (_, false) => Arch::Dense,
+        }
+    }
+
+    /// Input width N = C * W.
+    #[must_use]
+    pub const fn input(&self) -> usize {
+        self.window.channels as usize * self.window.length as usize
+    }
+
+    /// Number of `f32` parameters the weights section holds.
+    #[must_use]
+    pub const fn param_count(&self) -> usize {
+        param_count(
+            self.arch(),
+            self.input(),
+            self.layers.hidden as usize,
+            self.layers.latent as usize,
+        )
+    }
+}
+
+/// Number of `f32` parameters of an architecture with input N, hidden H and code Z.
+///
+/// Use it for the `P` parameter of a fixed-size [`Detector`](crate::Detector).
+///
+/// # Examples
+/// ```
+/// use sensorae::{param_count, Arch};
+/// // W1 (32x128) + b1 + W2 (8x32) + b2 + W3 (32x8) + b3 + W4 (128x32) + b4
+/// assert_eq!(param_count(Arch::Dense, 128, 32, 8), 4096 + 32 + 256 + 8 + 256 + 32 + 4096 + 128);
+/// ```
+#[must_use]
+pub const fn param_count(arch: Arch, n: usize, h: usize, z: usize) -> usize {
+    let encoder = h * n + h + z * h + z;
+    match arch {
+        Arch::Dense => encoder + h * z + h + n * h + n,
+        Arch::Tied => encoder + h + n,
+        Arch::Vae => encoder + z * h + z + h * z + h + n * h + n,
+    }
+}

@@ -1,0 +1,213 @@
+//! The autoencoder forward pass and reconstruction errors, written once over nalgebra's `Dim`:
+//! `Const<N>` on the device, `Dyn` on the host, so both run the same arithmetic.
+//!
+//! Parameters are one flat slice in file order; each weight matrix is column-major with as many
+//! rows as the layer has outputs (see `docs/model-format.md`).
+
+use nalgebra::{Dim, MatrixView, MatrixViewMut, U1};
+
+use crate::model::{Activation, Arch, ErrorMetric, Layers};
+
+/// Clamp applied to BCE probabilities so the logarithms stay finite.
+pub const BCE_EPS: f32 = 1e-7;
+/// VAE log-variances are clamped to this magnitude before `exp`, so the KL term stays finite.
+pub const LOGVAR_CLAMP: f32 = 30.0;
+
+impl Activation {
+    /// Applies the activation to one value.
+    ///
+    /// # Examples
+    /// ```
+    /// use sensorae::Activation;
+    /// assert_eq!(Activation::Relu.apply(-2.0), 0.0);
+    /// assert_eq!(Activation::LeakyRelu { slope: 0.1 }.apply(-2.0), -0.2);
+    /// assert_eq!(Activation::Sigmoid.apply(0.0), 0.5);
+    /// ```
+    #[must_use]
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Activation::Linear => x,
+            Activation::Relu => x.max(0.0),
+            Activation::LeakyRelu { slope } => {
+                if x > 0.0 {
+                    x
+                } else {
+                    slope * x
+                }
+            }
+            Activation::Sigmoid => 1.0 / (1.0 + libm::expf(-x)),
+            Activation::Tanh => libm::tanhf(x),
+        }
+    }
+
+    fn apply_all(self, ys: &mut [f32]) {
+        if self != Activation::Linear {
+            for y in ys {
+                *y = self.apply(*y);
+            }
+        }
+    }
+}
+
+/// Splits the next `len` parameters off the front.
+fn take<'p>(params: &mut &'p [f32], len: usize) -> Option<&'p [f32]> {
+    let (head, tail) = params.split_at_checked(len)?;
+    *params = tail;
+    Some(head)
+}
+
+/// The sizes a forward pass runs at.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dims<N: Dim, H: Dim, Z: Dim> {
+    pub n: N,
+    pub h: H,
+    pub z: Z,
+}
+
+/// `y = act(W x + b)` with `W` (`o` x `i`) column-major, or `y = act(W^T x + b)` with `W`
+/// (`i` x `o`) when `transposed`.
+#[allow(clippy::too_many_arguments)] // reason: one call site per layer keeps the sizes explicit
+fn affine<O: Dim, I: Dim>(
+    w: &[f32],
+    b: &[f32],
+    o: O,
+    i: I,
+    transposed: bool,
+    x: &[f32],
+    y: &mut [f32],
+    act: Activation,
+) -> Option<()> {
+    let rows = o.value();
+    let cols = i.value();
+    let (x, y) = (x.get(..cols)?, y.get_mut(..rows)?);
+    if w.len() != rows * cols || b.len() != rows {
+        return None;
+    }
+    y.copy_from_slice(b);
+    let xv = MatrixView::<f32, I, U1>::from_slice_generic(x, i, U1);
+    let mut yv = MatrixViewMut::<f32, O, U1>::from_slice_generic(y, o, U1);
+    if transposed {
+        let wv = MatrixView::<f32, I, O>::from_slice_generic(w, i, o);
+        yv.gemv_tr(1.0, &wv, &xv, 1.0);
+    } else {
+        let wv = MatrixView::<f32, O, I>::from_slice_generic(w, o, i);
+        yv.gemv(1.0, &wv, &xv, 1.0);
+    }
+    act.apply_all(y);
+    Some(())
+}
+
+/// Scratch space of one forward pass.
+pub(crate) struct Scratch<'a> {
+    pub h1: &'a mut [f32],
+    pub z: &'a mut [f32],
+    pub logvar: &'a mut [f32],
+    pub h2: &'a mut [f32],
+}
+
+/// Reconstructs `x` into `xhat`. For the VAE the decoder runs on the mean, and `scratch.logvar`
+/// holds the log-variance afterwards. Returns `None` only if slice lengths disagree with the
+/// sizes, which loading rules out.
+pub(crate) fn reconstruct<N: Dim, H: Dim, Z: Dim>(
+    arch: Arch,
+    layers: &Layers,
+    d: Dims<N, H, Z>,
+    mut params: &[f32],
+    x: &[f32],
+    s: Scratch<'_>,
+    xhat: &mut [f32],
+) -> Option<()> {
+    let (n, h, z) = (d.n.value(), d.h.value(), d.z.value());
+    let p = &mut params;
+    let (w1, b1) = (take(p, h * n)?, take(p, h)?);
+    affine(w1, b1, d.h, d.n, false, x, s.h1, layers.encoder_hidden)?;
+    let (w2, b2) = (take(p, z * h)?, take(p, z)?);
+    match arch {
+        Arch::Dense | Arch::Tied => affine(w2, b2, d.z, d.h, false, s.h1, s.z, layers.code)?,
+        Arch::Vae => {
+            affine(w2, b2, d.z, d.h, false, s.h1, s.z, Activation::Linear)?;
+            let (wl, bl) = (take(p, z * h)?, take(p, z)?);
+            affine(wl, bl, d.z, d.h, false, s.h1, s.logvar, Activation::Linear)?;
+        }
+    }
+    match arch {
+        Arch::Dense | Arch::Vae => {
+            let (w3, b3) = (take(p, h * z)?, take(p, h)?);
+            affine(w3, b3, d.h, d.z, false, s.z, s.h2, layers.decoder_hidden)?;
+            let (w4, b4) = (take(p, n * h)?, take(p, n)?);
+            affine(w4, b4, d.n, d.h, false, s.h2, xhat, layers.output)?;
+        }
+        Arch::Tied => {
+            let b3 = take(p, h)?;
+            affine(w2, b3, d.h, d.z, true, s.z, s.h2, layers.decoder_hidden)?;
+            let b4 = take(p, n)?;
+            affine(w1, b4, d.n, d.h, true, s.h2, xhat, layers.output)?;
+        }
+    }
+    p.is_empty().then_some(())
+}
+
+/// `KL(N(mu, exp(logvar)) || N(0, I))` in closed form, log-variances clamped to
+/// `+-LOGVAR_CLAMP`.
+#[must_use]
+pub fn kl_divergence(mu: &[f32], logvar: &[f32]) -> f32 {
+    let mut kl = 0.0;
+    for (&m, &lv) in mu.iter().zip(logvar) {
+        let lv = lv.clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP);
+        kl += m * m + libm::expf(lv) - lv - 1.0;
+    }
+    0.5 * kl
+}
+
+impl ErrorMetric {
+    /// Error of one entry: input `x`, reconstruction `xhat`. Never negative.
+    ///
+    /// # Examples
+    /// ```
+    /// use sensorae::ErrorMetric;
+    /// assert_eq!(ErrorMetric::Mse.entry(1.0, 3.0), 4.0);
+    /// assert_eq!(ErrorMetric::Mae.entry(1.0, 3.0), 2.0);
+    /// assert!((ErrorMetric::Bce.entry(1.0, 0.5) - core::f32::consts::LN_2).abs() < 1e-6);
+    /// ```
+    #[must_use]
+    #[inline]
+    pub fn entry(self, x: f32, xhat: f32) -> f32 {
+        match self {
+            ErrorMetric::Mse => (x - xhat) * (x - xhat),
+            ErrorMetric::Mae => (x - xhat).abs(),
+            ErrorMetric::Bce => {
+                let x = x.clamp(0.0, 1.0);
+                let p = xhat.clamp(BCE_EPS, 1.0 - BCE_EPS);
+                -(x * libm::logf(p) + (1.0 - x) * libm::logf(1.0 - p))
+            }
+        }
+    }
+}
+
+/// Per-channel mean errors of a time-major window (`x[t * C + c]`), written into `out`
+/// (length C). Returns the mean over all entries.
+pub(crate) fn channel_errors(
+    metric: ErrorMetric,
+    x: &[f32],
+    xhat: &[f32],
+    out: &mut [f32],
+) -> f32 {
+    let channels = out.len();
+    out.fill(0.0);
+    if channels == 0 {
+        return 0.0;
+    }
+    for (xs, ys) in x.chunks_exact(channels).zip(xhat.chunks_exact(channels)) {
+        for ((o, &a), &b) in out.iter_mut().zip(xs).zip(ys) {
+            *o += metric.entry(a, b);
+        }
+    }
+    let steps = (x.len() / channels).max(1) as f32;
+    let mut total = 0.0;
+    for o in out.iter_mut() {
+        total += *o;
+        *o /= steps;
+    }
+    total / (steps * channels as f32)
+}

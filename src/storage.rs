@@ -1,0 +1,270 @@
+//! Where a detector keeps its parameters, window and scratch space: fixed-size arrays on the
+//! device, `Vec`s on the host. The detector logic is written once over [`Storage`].
+
+use nalgebra::{Const, Dim};
+
+use crate::{error::ShapeError, model::Header};
+
+/// Per-channel normalisation, range and fault-bridging state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChannelState {
+    /// Subtracted before scaling.
+    pub offset: f32,
+    /// Multiplied by after subtracting (the reciprocal of the file's scale).
+    pub inv_scale: f32,
+    /// Smallest valid raw value.
+    pub min: f32,
+    /// Largest valid raw value.
+    pub max: f32,
+    /// Last valid normalised value, for bridging short faults.
+    pub last: f32,
+    /// `last` holds a value.
+    pub has_last: bool,
+    /// Consecutive faulty samples so far.
+    pub faulty_run: u16,
+}
+
+impl ChannelState {
+    /// A channel that accepts every finite value unchanged.
+    pub const IDENTITY: Self = ChannelState {
+        offset: 0.0,
+        inv_scale: 1.0,
+        min: f32::NEG_INFINITY,
+        max: f32::INFINITY,
+        last: 0.0,
+        has_last: false,
+        faulty_run: 0,
+    };
+}
+
+/// The buffers of a detector, borrowed all at once.
+pub struct Buffers<'a> {
+    /// Parameters in file order.
+    pub params: &'a mut [f32],
+    /// Ring of the last W normalised samples, C values each (time-major).
+    pub ring: &'a mut [f32],
+    /// The flattened window (N).
+    pub x: &'a mut [f32],
+    /// The reconstruction, then the entry errors (N).
+    pub xhat: &'a mut [f32],
+    /// Encoder hidden activations (H).
+    pub h1: &'a mut [f32],
+    /// Decoder hidden activations (H).
+    pub h2: &'a mut [f32],
+    /// Code, or the VAE's mean (Z).
+    pub z: &'a mut [f32],
+    /// The VAE's log-variance (Z).
+    pub logvar: &'a mut [f32],
+    /// Per-channel state (C).
+    pub channels: &'a mut [ChannelState],
+    /// Per-channel mean errors of the last scored window (C).
+    pub errors: &'a mut [f32],
+}
+
+/// Storage a detector runs on.
+pub trait Storage {
+    /// Input width type.
+    type N: Dim;
+    /// Hidden width type.
+    type H: Dim;
+    /// Code width type.
+    type Z: Dim;
+
+    /// Makes room for a model's sizes (host) or checks they fit (device).
+    ///
+    /// # Errors
+    /// [`ShapeError`] when a fixed size differs from the model's.
+    fn prepare(&mut self, header: &Header<'_>) -> Result<(), ShapeError>;
+
+    /// The sizes as nalgebra dimensions.
+    fn dims(&self) -> (Self::N, Self::H, Self::Z);
+
+    /// All buffers, mutably.
+    fn buffers(&mut self) -> Buffers<'_>;
+
+    /// Per-channel mean errors of the last scored window.
+    fn errors(&self) -> &[f32];
+}
+
+/// Fixed-size storage: C channels, window W, input N = C * W, hidden H, code Z, P parameters.
+/// Its size is known at compile time and it never allocates.
+#[derive(Debug, Clone)]
+pub struct Fixed<
+    const C: usize,
+    const W: usize,
+    const N: usize,
+    const H: usize,
+    const Z: usize,
+    const P: usize,
+> {
+    params: [f32; P],
+    ring: [f32; N],
+    x: [f32; N],
+    xhat: [f32; N],
+    h1: [f32; H],
+    h2: [f32; H],
+    z: [f32; Z],
+    logvar: [f32; Z],
+    channels: [ChannelState; C],
+    errors: [f32; C],
+}
+
+impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: usize, const P: usize>
+    Fixed<C, W, N, H, Z, P>
+{
+    /// Zeroed storage. Fails to compile unless `N == C * W` and every size is non-zero.
+    #[must_use]
+    pub const fn new() -> Self {
+        const {
+            assert!(N == C * W, "N must equal C * W");
+            assert!(C > 0 && W > 0 && H > 0 && Z > 0 && P > 0, "sizes must be non-zero");
+        }
+        Fixed {
+            params: [0.0; P],
+            ring: [0.0; N],
+            x: [0.0; N],
+            xhat: [0.0; N],
+            h1: [0.0; H],
+            h2: [0.0; H],
+            z: [0.0; Z],
+            logvar: [0.0; Z],
+            channels: [ChannelState::IDENTITY; C],
+            errors: [0.0; C],
+        }
+    }
+}
+
+impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: usize, const P: usize>
+    Default for Fixed<C, W, N, H, Z, P>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn same(what: &'static str, expected: usize, found: usize) -> Result<(), ShapeError> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(ShapeError::Mismatch {
+            what,
+            expected,
+            found,
+        })
+    }
+}
+
+impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: usize, const P: usize>
+    Storage for Fixed<C, W, N, H, Z, P>
+{
+    type N = Const<N>;
+    type H = Const<H>;
+    type Z = Const<Z>;
+
+    fn prepare(&mut self, header: &Header<'_>) -> Result<(), ShapeError> {
+        same("channels", C, usize::from(header.window.channels))?;
+        same("window", W, usize::from(header.window.length))?;
+        same("hidden", H, header.layers.hidden as usize)?;
+        same("latent", Z, header.layers.latent as usize)?;
+        same("parameters", P, header.param_count())
+    }
+
+    fn dims(&self) -> (Self::N, Self::H, Self::Z) {
+        (Const, Const, Const)
+    }
+
+    fn buffers(&mut self) -> Buffers<'_> {
+        Buffers {
+            params: &mut self.params,
+            ring: &mut self.ring,
+            x: &mut self.x,
+            xhat: &mut self.xhat,
+            h1: &mut self.h1,
+            h2: &mut self.h2,
+            z: &mut self.z,
+            logvar: &mut self.logvar,
+            channels: &mut self.channels,
+            errors: &mut self.errors,
+        }
+    }
+
+    fn errors(&self) -> &[f32] {
+        &self.errors
+    }
+}
+
+/// Heap storage sized from the model file, for hosts that score any model.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone, Default)]
+pub struct Heap {
+    n: usize,
+    h: usize,
+    z: usize,
+    params: alloc::vec::Vec<f32>,
+    ring: alloc::vec::Vec<f32>,
+    x: alloc::vec::Vec<f32>,
+    xhat: alloc::vec::Vec<f32>,
+    h1: alloc::vec::Vec<f32>,
+    h2: alloc::vec::Vec<f32>,
+    z_buf: alloc::vec::Vec<f32>,
+    logvar: alloc::vec::Vec<f32>,
+    channels: alloc::vec::Vec<ChannelState>,
+    errors: alloc::vec::Vec<f32>,
+}
+
+#[cfg(feature = "alloc")]
+impl Storage for Heap {
+    type N = nalgebra::Dyn;
+    type H = nalgebra::Dyn;
+    type Z = nalgebra::Dyn;
+
+    fn prepare(&mut self, header: &Header<'_>) -> Result<(), ShapeError> {
+        let c = usize::from(header.window.channels);
+        self.n = header.input();
+        self.h = header.layers.hidden as usize;
+        self.z = header.layers.latent as usize;
+        let resize = |v: &mut alloc::vec::Vec<f32>, len: usize| {
+            v.clear();
+            v.resize(len, 0.0);
+        };
+        resize(&mut self.params, header.param_count());
+        resize(&mut self.ring, self.n);
+        resize(&mut self.x, self.n);
+        resize(&mut self.xhat, self.n);
+        resize(&mut self.h1, self.h);
+        resize(&mut self.h2, self.h);
+        resize(&mut self.z_buf, self.z);
+        resize(&mut self.logvar, self.z);
+        resize(&mut self.errors, c);
+        self.channels.clear();
+        self.channels.resize(c, ChannelState::IDENTITY);
+        Ok(())
+    }
+
+    fn dims(&self) -> (Self::N, Self::H, Self::Z) {
+        (
+            nalgebra::Dyn(self.n),
+            nalgebra::Dyn(self.h),
+            nalgebra::Dyn(self.z),
+        )
+    }
+
+    fn buffers(&mut self) -> Buffers<'_> {
+        Buffers {
+            params: &mut self.params,
+            ring: &mut self.ring,
+            x: &mut self.x,
+            xhat: &mut self.xhat,
+            h1: &mut self.h1,
+            h2: &mut self.h2,
+            z: &mut self.z_buf,
+            logvar: &mut self.logvar,
+            channels: &mut self.channels,
+            errors: &mut self.errors,
+        }
+    }
+
+    fn errors(&self) -> &[f32] {
+        &self.errors
+    }
+}
