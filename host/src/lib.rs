@@ -1,1 +1,10 @@
-//! Host side of sensorae: trainer, calibration, data loading, evaluation and the command line.
+//! Host side of sensorae: the trainer for every autoencoder variant, threshold calibration,
+//! CSV data loading, evaluation metrics, plots, the demo data generator and the command line's
+//! logic. `main.rs` only parses flags and maps errors to exit codes.
+
+pub mod calibrate;
+pub mod data;
+pub mod demo;
+pub mod metrics;
+pub mod plot;
+pub mod train;
