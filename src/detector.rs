@@ -268,6 +268,21 @@ impl<S: Storage> Engine<S> {
         self.storage.errors()
     }
 
+    /// The normalised samples in the window, oldest first (fewer than W while warming up).
+    pub fn window(&self) -> impl Iterator<Item = &[f32]> {
+        let channels = usize::from(self.config.window.channels).max(1);
+        let ring = self.storage.ring();
+        let filled = usize::from(self.state.filled);
+        let length = usize::from(self.config.window.length);
+        let head = self.state.head;
+        // While warming up the oldest sample sits `filled` slots behind the head.
+        let start = (head + length - filled) % length.max(1);
+        (0..filled).filter_map(move |i| {
+            let slot = (start + i) % length.max(1);
+            ring.get(slot * channels..(slot + 1) * channels)
+        })
+    }
+
     /// Changes the threshold (for example after recalibrating on site).
     pub fn set_threshold(&mut self, value: f32) {
         if value.is_finite() && value >= 0.0 {

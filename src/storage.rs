@@ -84,6 +84,9 @@ pub trait Storage {
 
     /// Per-channel mean errors of the last scored window.
     fn errors(&self) -> &[f32];
+
+    /// The ring of normalised samples.
+    fn ring(&self) -> &[f32];
 }
 
 /// Fixed-size storage: C channels, window W, input N = C * W, hidden H, code Z, P parameters.
@@ -191,6 +194,10 @@ impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: us
     fn errors(&self) -> &[f32] {
         &self.errors
     }
+
+    fn ring(&self) -> &[f32] {
+        &self.ring
+    }
 }
 
 /// Heap storage sized from the model file, for hosts that score any model.
@@ -266,5 +273,9 @@ impl Storage for Heap {
 
     fn errors(&self) -> &[f32] {
         &self.errors
+    }
+
+    fn ring(&self) -> &[f32] {
+        &self.ring
     }
 }

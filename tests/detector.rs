@@ -1,0 +1,182 @@
+//! Windowing, hop, smoothing, alarms and top channels of the streaming detector.
+
+use sensorae::{Activation, Aggregate, Detector, DynDetector, ErrorMetric, Status, param_count, Arch};
+
+use crate::common::{Spec, signal};
+
+/// A model with all parameters zero and identity normalisation: the reconstruction is 0, so the
+/// MSE score of a window is the mean of its squared inputs.
+fn zero_model(channels: u16, window: u16) -> Spec {
+    Spec::new(channels, window, 3, 2)
+        .activations([Activation::Linear; 4])
+        .zeroed()
+        .identity_channels()
+}
+
+#[test]
+fn windows_are_chronological_and_time_major() {
+    let spec = Spec::new(3, 4, 4, 2).identity_channels();
+    let mut d = DynDetector::from_bytes(&spec.bytes()).unwrap();
+    for t in 0usize..11 {
+        d.push(&[t as f32, 100.0 + t as f32, 200.0 + t as f32]);
+        let window: Vec<Vec<f32>> = d.window().map(<[f32]>::to_vec).collect();
+        let first = (t + 1).saturating_sub(4);
+        let want: Vec<Vec<f32>> = (first..=t)
+            .map(|s| vec![s as f32, 100.0 + s as f32, 200.0 + s as f32])
+            .collect();
+        assert_eq!(window, want, "after sample {t}");
+    }
+}
+
+#[test]
+fn warms_up_then_scores_every_hop() {
+    let mut spec = zero_model(1, 3);
+    spec.header.window.hop = 2;
+    let mut d = DynDetector::from_bytes(&spec.bytes()).unwrap();
+    let mut fresh = vec![];
+    for t in 0..9 {
+        let v = d.push(&[t as f32]);
+        assert_eq!(v.index, t as u64);
+        match v.status {
+            Status::WarmingUp { filled, needed } => {
+                assert_eq!((filled, needed), (t as u16 + 1, 3));
+                fresh.push(None);
+            }
+            _ => fresh.push(Some(v.score().unwrap().fresh)),
+        }
+    }
+    let f = |b| Some(b);
+    assert_eq!(
+        fresh,
+        vec![None, None, f(true), f(false), f(true), f(false), f(true), f(false), f(true)]
+    );
+    // The window ending at sample 8 is [6, 7, 8]: mean square (36 + 49 + 64) / 3.
+    let last = d.push(&[9.0]).score().copied().unwrap();
+    assert!(!last.fresh);
+    assert!((last.value - 149.0 / 3.0).abs() < 1e-4);
+}
+
+#[test]
+fn alarm_turns_on_after_k_and_off_after_m() {
+    let mut spec = zero_model(1, 1);
+    spec.header.alarm.on_after = 3;
+    spec.header.alarm.off_after = 2;
+    spec.header.threshold.value = 1.0;
+    let mut d = DynDetector::from_bytes(&spec.bytes()).unwrap();
+    // Score = x^2: above the threshold for |x| > 1.
+    let xs = [0.0, 2.0, 2.0, 0.0, 2.0, 2.0, 2.0, 2.0, 0.0, 2.0, 0.0, 0.0, 0.0];
+    let mut states = String::new();
+    for x in xs {
+        let v = d.push(&[x]);
+        states.push(match v.status {
+            Status::Anomalous { onset: true, .. } => 'O',
+            Status::Anomalous { .. } => 'A',
+            Status::Normal(_) => '.',
+            _ => '?',
+        });
+    }
+    // Two exceedances are not enough; the third in a row sets it; one normal window among
+    // exceedances does not clear it; two in a row do.
+    assert_eq!(states, "......OAAAA..");
+}
+
+#[test]
+fn ewma_smooths_the_score() {
+    let mut spec = zero_model(1, 1);
+    spec.header.scoring.ewma = 0.25;
+    let mut d = DynDetector::from_bytes(&spec.bytes()).unwrap();
+    let s1 = *d.push(&[2.0]).score().unwrap();
+    assert_eq!((s1.raw, s1.value), (4.0, 4.0));
+    let s2 = *d.push(&[0.0]).score().unwrap();
+    assert_eq!(s2.raw, 0.0);
+    assert!((s2.value - 3.0).abs() < 1e-6);
+    let s3 = *d.push(&[4.0]).score().unwrap();
+    assert!((s3.value - (0.25 * 16.0 + 0.75 * 3.0)).abs() < 1e-5);
+}
+
+#[test]
+fn max_channel_aggregate_and_top_channels() {
+    let spec = zero_model(4, 2).metric(ErrorMetric::Mse, Aggregate::MaxChannel);
+    let mut d = DynDetector::from_bytes(&spec.bytes()).unwrap();
+    d.push(&[1.0, 0.0, 3.0, 2.0]);
+    let v = d.push(&[1.0, 0.0, 1.0, 2.0]);
+    let s = v.score().unwrap();
+    // Channel means of squares: 1, 0, 5, 4.
+    assert_eq!(d.channel_errors(), &[1.0, 0.0, 5.0, 4.0]);
+    assert_eq!(s.value, 5.0);
+    let top: Vec<(u16, f32)> = s.top.iter().flatten().map(|c| (c.channel, c.error)).collect();
+    assert_eq!(top, vec![(2, 5.0), (3, 4.0), (0, 1.0)]);
+}
+
+#[test]
+fn reset_forgets_window_and_alarm() {
+    let mut spec = zero_model(1, 2);
+    spec.header.alarm.on_after = 1;
+    let mut d = DynDetector::from_bytes(&spec.bytes()).unwrap();
+    d.push(&[5.0]);
+    assert!(d.push(&[5.0]).is_alarm());
+    d.reset();
+    let v = d.push(&[0.0]);
+    assert_eq!(v.index, 0);
+    assert!(matches!(v.status, Status::WarmingUp { filled: 1, .. }));
+    assert!(!d.push(&[0.0]).is_alarm());
+}
+
+#[test]
+fn normalisation_uses_offset_and_scale() {
+    let mut spec = zero_model(2, 1);
+    spec.channels[0].offset = 10.0;
+    spec.channels[0].scale = 2.0;
+    spec.channels[1].offset = -1.0;
+    spec.channels[1].scale = 0.5;
+    let mut d = DynDetector::from_bytes(&spec.bytes()).unwrap();
+    d.push(&[14.0, 0.0]);
+    assert_eq!(d.window().next().unwrap(), &[2.0, 2.0]);
+    assert_eq!(d.channel_errors(), &[4.0, 4.0]);
+}
+
+#[test]
+fn detector_is_send_and_its_size_follows_the_formula() {
+    const N: usize = 128;
+    type Reference = Detector<8, 16, N, 32, 8, { param_count(Arch::Dense, N, 32, 8) }>;
+    fn assert_send<T: Send>() {}
+    assert_send::<Reference>();
+    assert_send::<DynDetector>();
+    let p = param_count(Arch::Dense, N, 32, 8);
+    let floats = p + 3 * N + 2 * 32 + 2 * 8 + 8;
+    let size = core::mem::size_of::<Reference>();
+    // Floats, plus per-channel state (~28 bytes each) and about 100 bytes of configuration and
+    // streaming state.
+    assert!(size >= floats * 4, "{size}");
+    assert!(size <= floats * 4 + 8 * 28 + 200, "{size}");
+}
+
+#[test]
+fn fixed_detector_push_array() {
+    let bytes = sensorae::testing::tiny_model_bytes();
+    type Tiny = Detector<2, 4, 8, 4, 2, { param_count(Arch::Dense, 8, 4, 2) }>;
+    let mut d = Tiny::from_bytes(&bytes).unwrap();
+    for t in 0..6 {
+        let s = signal(t, 2);
+        let v = d.push_array(&[s[0], s[1]]);
+        assert_eq!(v.score().is_some(), t >= 3);
+    }
+}
+
+#[test]
+fn unloaded_detector_reports_no_model() {
+    type Tiny = Detector<2, 4, 8, 4, 2, { param_count(Arch::Dense, 8, 4, 2) }>;
+    static_assertions_const();
+    let mut d = Tiny::new();
+    let v = d.push(&[0.0, 0.0]);
+    assert_eq!(v.fault().unwrap().kind, sensorae::FaultKind::NoModel);
+    assert!(d.load(b"garbage").is_err());
+    assert_eq!(d.push(&[0.0, 0.0]).fault().unwrap().kind, sensorae::FaultKind::NoModel);
+}
+
+/// `Detector::new` is usable in a `static` initialiser.
+fn static_assertions_const() {
+    type Tiny = Detector<2, 4, 8, 4, 2, { param_count(Arch::Dense, 8, 4, 2) }>;
+    static EMPTY: std::sync::Mutex<Tiny> = std::sync::Mutex::new(Tiny::new());
+    assert!(EMPTY.lock().is_ok());
+}

@@ -1,0 +1,217 @@
+//! Scores checked against values computed by hand and by an independent f64 reference.
+
+use sensorae::{
+    Activation, Aggregate, DynDetector, ErrorMetric, Status, Variant, param_count, Arch,
+};
+
+use crate::common::{Spec, signal};
+
+/// C=1, W=2, H=1, Z=1, all linear; channel offset 1, scale 2; samples 3 then 5 give x = [1, 2].
+fn hand_spec(variant: Variant, tied: bool, params: &[f32]) -> Spec {
+    let mut spec = Spec::new(1, 2, 1, 1)
+        .variant(variant, tied)
+        .activations([Activation::Linear; 4]);
+    spec.params = params.to_vec();
+    spec.channels[0].offset = 1.0;
+    spec.channels[0].scale = 2.0;
+    spec.header.threshold.value = 100.0;
+    spec
+}
+
+fn last_score(bytes: &[u8], samples: &[f32]) -> f32 {
+    let mut d = DynDetector::from_bytes(bytes).unwrap();
+    let mut last = None;
+    for &s in samples {
+        last = d.push(&[s]).score().map(|s| s.value);
+    }
+    last.unwrap()
+}
+
+// Dense: h1 = 0.5*1 - 0.25*2 + 0.1 = 0.1; z = 2*0.1 = 0.2; h2 = 0.2 - 0.5 = -0.3;
+// xhat = [-0.3, 0.5*-0.3 + 0.25] = [-0.3, 0.1]. MSE = (1.3^2 + 1.9^2) / 2 = 2.65, MAE = 1.6.
+const DENSE: [f32; 11] = [0.5, -0.25, 0.1, 2.0, 0.0, 1.0, -0.5, 1.0, 0.5, 0.0, 0.25];
+
+#[test]
+fn dense_mse_by_hand() {
+    let spec = hand_spec(Variant::Plain, false, &DENSE);
+    assert_eq!(spec.params.len(), param_count(Arch::Dense, 2, 1, 1));
+    let s = last_score(&spec.bytes(), &[3.0, 5.0]);
+    assert!((s - 2.65).abs() < 1e-6, "{s}");
+}
+
+#[test]
+fn dense_mae_by_hand() {
+    let spec = hand_spec(Variant::Plain, false, &DENSE).metric(ErrorMetric::Mae, Aggregate::Mean);
+    let s = last_score(&spec.bytes(), &[3.0, 5.0]);
+    assert!((s - 1.6).abs() < 1e-6, "{s}");
+}
+
+// Tied: h2 = W2^T z + b3 = 0.4 - 0.5 = -0.1; xhat = W1^T h2 + b4 = [-0.05, 0.275];
+// MSE = (1.05^2 + 1.725^2) / 2 = 2.0390625.
+#[test]
+fn tied_mse_by_hand() {
+    let params = [0.5, -0.25, 0.1, 2.0, 0.0, -0.5, 0.0, 0.25];
+    let spec = hand_spec(Variant::Plain, true, &params);
+    let s = last_score(&spec.bytes(), &[3.0, 5.0]);
+    assert!((s - 2.039_062_5).abs() < 1e-6, "{s}");
+}
+
+// VAE: mu = 0.2, logvar = 0.1*1 = 0.1; decoding mu gives the dense reconstruction (2.65);
+// KL = 0.5 * (0.04 + e^0.1 - 0.1 - 1) = 0.022585459; with kl_weight 2: 2.695170918.
+#[test]
+fn vae_with_kl_by_hand() {
+    let params = [0.5, -0.25, 0.1, 2.0, 0.0, 1.0, 0.0, 1.0, -0.5, 1.0, 0.5, 0.0, 0.25];
+    let mut spec = hand_spec(Variant::Vae, false, &params);
+    spec.header.scoring.kl_weight = 2.0;
+    let s = last_score(&spec.bytes(), &[3.0, 5.0]);
+    assert!((s - 2.695_170_9).abs() < 1e-5, "{s}");
+}
+
+/// An independent f64 forward pass over the file-order parameters with plain loops.
+fn reference_score(spec: &Spec, window: &[Vec<f32>]) -> f64 {
+    let h = &spec.header;
+    let c = usize::from(h.window.channels);
+    let n = h.input();
+    let hid = h.layers.hidden as usize;
+    let z = h.layers.latent as usize;
+    let x: Vec<f64> = window
+        .iter()
+        .flat_map(|s| {
+            s.iter()
+                .zip(&spec.channels)
+                .map(|(&v, ch)| (f64::from(v) - f64::from(ch.offset)) / f64::from(ch.scale))
+        })
+        .collect();
+    let p: Vec<f64> = spec.params.iter().map(|&v| f64::from(v)).collect();
+    let mut at = 0;
+    let mut take = |len: usize| {
+        let s = p[at..at + len].to_vec();
+        at += len;
+        s
+    };
+    let act = |a: Activation, v: f64| match a {
+        Activation::Linear => v,
+        Activation::Relu => v.max(0.0),
+        Activation::LeakyRelu { slope } => if v > 0.0 { v } else { f64::from(slope) * v },
+        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+        Activation::Tanh => v.tanh(),
+    };
+    // Column-major W (rows x cols): W[r, c] = w[c * rows + r].
+    let layer = |w: &[f64], b: &[f64], rows: usize, cols: usize, tr: bool, x: &[f64], a| {
+        (0..rows)
+            .map(|r| {
+                let mut s = b[r];
+                for k in 0..cols {
+                    let wv = if tr { w[r * cols + k] } else { w[k * rows + r] };
+                    s += wv * x[k];
+                }
+                act(a, s)
+            })
+            .collect::<Vec<f64>>()
+    };
+    let l = &h.layers;
+    let (w1, b1) = (take(hid * n), take(hid));
+    let h1 = layer(&w1, &b1, hid, n, false, &x, l.encoder_hidden);
+    let (w2, b2) = (take(z * hid), take(z));
+    let is_vae = h.variant == Variant::Vae;
+    let code = layer(&w2, &b2, z, hid, false, &h1, if is_vae { Activation::Linear } else { l.code });
+    let mut kl = 0.0;
+    if is_vae {
+        let (wl, bl) = (take(z * hid), take(z));
+        let lv = layer(&wl, &bl, z, hid, false, &h1, Activation::Linear);
+        kl = 0.5 * code.iter().zip(&lv).map(|(m, v)| m * m + v.exp() - v - 1.0).sum::<f64>();
+    }
+    let xhat = if h.tied {
+        let b3 = take(hid);
+        let h2 = layer(&w2, &b3, hid, z, true, &code, l.decoder_hidden);
+        let b4 = take(n);
+        layer(&w1, &b4, n, hid, true, &h2, l.output)
+    } else {
+        let (w3, b3) = (take(hid * z), take(hid));
+        let h2 = layer(&w3, &b3, hid, z, false, &code, l.decoder_hidden);
+        let (w4, b4) = (take(n * hid), take(n));
+        layer(&w4, &b4, n, hid, false, &h2, l.output)
+    };
+    assert_eq!(at, p.len(), "reference consumed every parameter");
+    let entry = |a: f64, b: f64| match h.scoring.metric {
+        ErrorMetric::Mse => (a - b) * (a - b),
+        ErrorMetric::Mae => (a - b).abs(),
+        ErrorMetric::Bce => {
+            let a = a.clamp(0.0, 1.0);
+            let q = b.clamp(1e-7, 1.0 - 1e-7);
+            -(a * q.ln() + (1.0 - a) * (1.0 - q).ln())
+        }
+    };
+    let mut per_channel = vec![0.0; c];
+    for (i, (&a, &b)) in x.iter().zip(&xhat).enumerate() {
+        per_channel[i % c] += entry(a, b) / (n / c) as f64;
+    }
+    let score = match h.scoring.aggregate {
+        Aggregate::Mean => per_channel.iter().sum::<f64>() / c as f64,
+        Aggregate::MaxChannel => per_channel.iter().cloned().fold(0.0, f64::max),
+    };
+    score + f64::from(h.scoring.kl_weight) * kl
+}
+
+fn check_against_reference(spec: Spec) {
+    let bytes = spec.bytes();
+    let mut d = DynDetector::from_bytes(&bytes).unwrap();
+    let c = usize::from(spec.header.window.channels);
+    let w = usize::from(spec.header.window.length);
+    let samples: Vec<Vec<f32>> = (0..w + 5).map(|t| signal(t, c)).collect();
+    for (t, s) in samples.iter().enumerate() {
+        let v = d.push(s);
+        if t + 1 < w {
+            assert!(matches!(v.status, Status::WarmingUp { .. }));
+            continue;
+        }
+        let got = f64::from(v.score().unwrap().value);
+        let want = reference_score(&spec, &samples[t + 1 - w..=t]);
+        let rel = (got - want).abs() / want.abs().max(1e-6);
+        assert!(rel < 2e-5, "t={t}: got {got}, reference {want}");
+    }
+}
+
+const ACTS: [Activation; 5] = [
+    Activation::Linear,
+    Activation::Relu,
+    Activation::LeakyRelu { slope: 0.1 },
+    Activation::Sigmoid,
+    Activation::Tanh,
+];
+
+#[test]
+fn every_activation_matches_reference() {
+    for a in ACTS {
+        for (variant, tied) in [(Variant::Plain, false), (Variant::Plain, true), (Variant::Vae, false)] {
+            let spec = Spec::new(3, 5, 6, 2).variant(variant, tied).activations([a, a, a, Activation::Linear]);
+            check_against_reference(spec);
+        }
+    }
+}
+
+#[test]
+fn every_metric_and_aggregate_matches_reference() {
+    for metric in [ErrorMetric::Mse, ErrorMetric::Mae, ErrorMetric::Bce] {
+        for aggregate in [Aggregate::Mean, Aggregate::MaxChannel] {
+            let out = if metric == ErrorMetric::Bce { Activation::Sigmoid } else { Activation::Linear };
+            let mut spec = Spec::new(4, 3, 5, 2)
+                .activations([Activation::Tanh, Activation::Linear, Activation::Tanh, out])
+                .metric(metric, aggregate);
+            if metric == ErrorMetric::Bce {
+                for ch in &mut spec.channels {
+                    ch.offset = -2.5;
+                    ch.scale = 5.0;
+                }
+            }
+            check_against_reference(spec);
+        }
+    }
+}
+
+#[test]
+fn vae_kl_weight_matches_reference() {
+    let mut spec = Spec::new(2, 4, 4, 3).variant(Variant::Vae, false);
+    spec.header.scoring.kl_weight = 0.5;
+    check_against_reference(spec);
+}

@@ -1,0 +1,210 @@
+//! The `.snae` format: golden bytes, round trips, and rejection of every corruption.
+
+use sensorae::{
+    DecodeError, Detector, DynDetector, EncodeError, LoadError, ModelView, ShapeError, Variant,
+    encode, param_count, Arch, testing,
+};
+
+use crate::common::Spec;
+
+fn tiny() -> Vec<u8> {
+    testing::tiny_model_bytes().to_vec()
+}
+
+/// Pins the format: any change of the framing, postcard layout or parameter order breaks this.
+#[test]
+fn golden_bytes() {
+    let bytes = tiny();
+    assert_eq!(&bytes[..4], b"SNAE");
+    assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 1);
+    let payload_len = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize;
+    assert_eq!(bytes.len(), 10 + payload_len + 4);
+    // Header: name "tiny", variant Plain (0), tied false, window (2, 4, 1), hidden 4, latent 2,
+    // activations Tanh (4), Linear (0), Tanh (4), Linear (0), Standard (0), Mse (0), Mean (0),
+    // kl 0.0, ewma 1.0, threshold 1.0, Fixed (0), 0 windows, alarm (2, 2), hold 0, training zeros.
+    let expected_header: &[u8] = &[
+        4, b't', b'i', b'n', b'y', 0, 0, 2, 4, 1, 4, 2, 4, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0x80, 0x3f, 0, 0, 0x80, 0x3f, 0, 0, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    assert_eq!(&bytes[10..10 + expected_header.len()], expected_header);
+    // First channel: name "a", offset 0.0, scale 1.0, min -10.0, max 10.0.
+    let ch0: &[u8] = &[1, b'a', 0, 0, 0, 0, 0, 0, 0x80, 0x3f, 0, 0, 0x20, 0xc1, 0, 0, 0x20, 0x41];
+    let at = 10 + expected_header.len();
+    assert_eq!(&bytes[at..at + ch0.len()], ch0);
+    // Weights start after both channels (18 + 18 bytes): parameter 0 first.
+    let w = at + 2 * ch0.len();
+    assert_eq!(&bytes[w..w + 4], &testing::param(0).to_le_bytes());
+    assert_eq!(bytes.len() - 4 - w, 4 * param_count(Arch::Dense, 8, 4, 2));
+    let crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap());
+    assert_eq!(crc, crc32_reference(&bytes[..bytes.len() - 4]));
+}
+
+/// Bitwise CRC-32 (ISO-HDLC, reflected 0xEDB88320), independent of the `crc` crate.
+fn crc32_reference(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn round_trip_keeps_every_field() {
+    let mut spec = Spec::new(3, 4, 5, 2).variant(Variant::Vae, false);
+    spec.header.name = "pump-7";
+    spec.header.scoring.kl_weight = 0.25;
+    spec.header.scoring.ewma = 0.3;
+    spec.header.threshold.method = sensorae::ThresholdMethod::Pot {
+        risk: 1e-4,
+        initial_quantile: 0.98,
+    };
+    spec.header.training.seed = 42;
+    spec.channels[1].min = -1.5;
+    let bytes = spec.bytes();
+    let view = ModelView::from_bytes(&bytes).unwrap();
+    assert_eq!(*view.header(), spec.header);
+    assert_eq!(view.channels().collect::<Vec<_>>(), spec.channels);
+    assert_eq!(view.weights().collect::<Vec<_>>(), spec.params);
+}
+
+#[test]
+fn encode_into_buffer_matches_vec_and_reports_small_buffers() {
+    let spec = Spec::new(2, 4, 4, 2);
+    let v = spec.bytes();
+    let mut buf = vec![0u8; v.len()];
+    let n = encode(&spec.header, &spec.channels, &spec.params, &mut buf).unwrap();
+    assert_eq!(&buf[..n], &v[..]);
+    for short in [0, 5, 10, v.len() / 2, v.len() - 1] {
+        let mut buf = vec![0u8; short];
+        assert_eq!(
+            encode(&spec.header, &spec.channels, &spec.params, &mut buf),
+            Err(EncodeError::BufferTooSmall)
+        );
+    }
+}
+
+#[test]
+fn every_single_bit_flip_is_rejected() {
+    let bytes = tiny();
+    let mut flipped = bytes.clone();
+    for i in 0..bytes.len() * 8 {
+        flipped[i / 8] ^= 1 << (i % 8);
+        let err = ModelView::from_bytes(&flipped).expect_err("a flipped bit must be rejected");
+        // The framing catches each flip before the body is trusted.
+        assert!(
+            matches!(
+                err,
+                DecodeError::BadMagic
+                    | DecodeError::UnsupportedVersion { .. }
+                    | DecodeError::Truncated { .. }
+                    | DecodeError::TrailingBytes { .. }
+                    | DecodeError::Checksum { .. }
+            ),
+            "bit {i}: {err:?}"
+        );
+        flipped[i / 8] ^= 1 << (i % 8);
+    }
+    assert_eq!(flipped, bytes);
+}
+
+#[test]
+fn every_truncation_and_extension_is_rejected() {
+    let bytes = tiny();
+    for len in 0..bytes.len() {
+        let err = ModelView::from_bytes(&bytes[..len]).unwrap_err();
+        assert!(matches!(err, DecodeError::Truncated { .. }), "len {len}: {err:?}");
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert_eq!(
+        ModelView::from_bytes(&longer).unwrap_err(),
+        DecodeError::TrailingBytes { count: 1 }
+    );
+}
+
+#[test]
+fn header_errors_are_typed() {
+    let mut bytes = tiny();
+    bytes[4] = 9;
+    assert_eq!(
+        ModelView::from_bytes(&bytes).unwrap_err(),
+        DecodeError::UnsupportedVersion { found: 9 }
+    );
+    assert_eq!(ModelView::from_bytes(b"PK\x03\x04 a zip file, not a model").unwrap_err(), DecodeError::BadMagic);
+}
+
+#[test]
+fn invalid_fields_are_refused_on_write() {
+    let mut spec = Spec::new(2, 4, 4, 2);
+    spec.header.window.hop = 0;
+    assert!(matches!(
+        sensorae::encode_to_vec(&spec.header, &spec.channels, &spec.params),
+        Err(EncodeError::Invalid(DecodeError::InvalidField { field: "window.hop" }))
+    ));
+    let mut spec = Spec::new(2, 4, 4, 2);
+    spec.channels[0].scale = 0.0;
+    assert!(matches!(
+        sensorae::encode_to_vec(&spec.header, &spec.channels, &spec.params),
+        Err(EncodeError::Invalid(DecodeError::InvalidField { field: "channel.scale" }))
+    ));
+    let mut spec = Spec::new(2, 4, 4, 2);
+    spec.params[3] = f32::NAN;
+    assert!(matches!(
+        sensorae::encode_to_vec(&spec.header, &spec.channels, &spec.params),
+        Err(EncodeError::Invalid(DecodeError::NonFiniteWeight { index: 3 }))
+    ));
+    let mut spec = Spec::new(2, 4, 4, 2);
+    spec.params.pop();
+    assert!(matches!(
+        sensorae::encode_to_vec(&spec.header, &spec.channels, &spec.params),
+        Err(EncodeError::ParamCount { .. })
+    ));
+}
+
+/// A body that passes the checksum but lies about its sizes is still rejected.
+#[test]
+fn payload_with_wrong_weight_count_is_rejected() {
+    let spec = Spec::new(2, 4, 4, 2);
+    let bytes = spec.bytes();
+    let payload = &bytes[10..bytes.len() - 4];
+    assert!(matches!(
+        ModelView::from_payload(&payload[..payload.len() - 4]),
+        Err(DecodeError::WeightsLength { .. })
+    ));
+    let mut nan = payload.to_vec();
+    let end = nan.len();
+    nan[end - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert!(matches!(
+        ModelView::from_payload(&nan),
+        Err(DecodeError::NonFiniteWeight { .. })
+    ));
+}
+
+#[test]
+fn fixed_detector_names_expected_and_found_sizes() {
+    let bytes = tiny(); // C=2, W=4, H=4, Z=2
+    type Wrong = Detector<2, 4, 8, 5, 2, { param_count(Arch::Dense, 8, 5, 2) }>;
+    assert_eq!(
+        Wrong::from_bytes(&bytes).unwrap_err(),
+        LoadError::Shape(ShapeError::Mismatch {
+            what: "hidden",
+            expected: 5,
+            found: 4
+        })
+    );
+    type WrongChannels = Detector<3, 4, 12, 4, 2, { param_count(Arch::Dense, 12, 4, 2) }>;
+    let err = WrongChannels::from_bytes(&bytes).unwrap_err();
+    assert_eq!(err.to_string(), "model channels is 2, the detector type was built for 3");
+    type Right = Detector<2, 4, 8, 4, 2, { param_count(Arch::Dense, 8, 4, 2) }>;
+    assert!(Right::from_bytes(&bytes).is_ok());
+    // A tied model has fewer parameters: the same sizes with another P are refused by name.
+    let tied = Spec::new(2, 4, 4, 2).variant(Variant::Plain, true).bytes();
+    assert!(matches!(
+        Right::from_bytes(&tied),
+        Err(LoadError::Shape(ShapeError::Mismatch { what: "parameters", .. }))
+    ));
+    assert!(DynDetector::from_bytes(&tied).is_ok());
+}
