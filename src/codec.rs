@@ -170,13 +170,19 @@ pub fn encode(
     check_before_encode(header, channels, params)?;
     let payload_start = PREFIX_LEN;
     let mut at = payload_start;
-    at += postcard::to_slice(header, out.get_mut(at..).ok_or(EncodeError::BufferTooSmall)?)
+    at += postcard::to_slice(
+        header,
+        out.get_mut(at..).ok_or(EncodeError::BufferTooSmall)?,
+    )
+    .map_err(|_| EncodeError::BufferTooSmall)?
+    .len();
+    for channel in channels {
+        at += postcard::to_slice(
+            channel,
+            out.get_mut(at..).ok_or(EncodeError::BufferTooSmall)?,
+        )
         .map_err(|_| EncodeError::BufferTooSmall)?
         .len();
-    for channel in channels {
-        at += postcard::to_slice(channel, out.get_mut(at..).ok_or(EncodeError::BufferTooSmall)?)
-            .map_err(|_| EncodeError::BufferTooSmall)?
-            .len();
     }
     for p in params {
         let slot = out.get_mut(at..at + 4).ok_or(EncodeError::BufferTooSmall)?;
@@ -237,18 +243,17 @@ fn check_before_encode(
         });
     }
     if let Some(index) = params.iter().position(|w| !w.is_finite()) {
-        return Err(EncodeError::Invalid(DecodeError::NonFiniteWeight {
-            index,
-        }));
+        return Err(EncodeError::Invalid(DecodeError::NonFiniteWeight { index }));
     }
     Ok(())
 }
 
 /// Fills in the prefix and appends the CRC for a payload that ends at `end`.
 fn finish_frame(out: &mut [u8], end: usize) -> Result<usize, EncodeError> {
-    let payload_len =
-        u32::try_from(end - PREFIX_LEN).map_err(|_| EncodeError::BufferTooSmall)?;
-    let prefix = out.get_mut(..PREFIX_LEN).ok_or(EncodeError::BufferTooSmall)?;
+    let payload_len = u32::try_from(end - PREFIX_LEN).map_err(|_| EncodeError::BufferTooSmall)?;
+    let prefix = out
+        .get_mut(..PREFIX_LEN)
+        .ok_or(EncodeError::BufferTooSmall)?;
     prefix[..4].copy_from_slice(&MAGIC);
     prefix[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     prefix[6..10].copy_from_slice(&payload_len.to_le_bytes());
@@ -285,9 +290,15 @@ fn validate_header(h: &Header<'_>) -> Result<(), DecodeError> {
     let latent = h.layers.latent as usize;
     check((1..=MAX_WIDTH).contains(&hidden), "layers.hidden")?;
     check((1..=MAX_WIDTH).contains(&latent), "layers.latent")?;
-    check(valid_activation(h.layers.encoder_hidden), "layers.encoder_hidden")?;
+    check(
+        valid_activation(h.layers.encoder_hidden),
+        "layers.encoder_hidden",
+    )?;
     check(valid_activation(h.layers.code), "layers.code")?;
-    check(valid_activation(h.layers.decoder_hidden), "layers.decoder_hidden")?;
+    check(
+        valid_activation(h.layers.decoder_hidden),
+        "layers.decoder_hidden",
+    )?;
     check(valid_activation(h.layers.output), "layers.output")?;
     check(!(h.tied && h.variant == Variant::Vae), "tied")?;
     check(
@@ -331,6 +342,9 @@ fn validate_channel(ch: &Channel<'_>) -> Result<(), DecodeError> {
         ch.scale.is_finite() && ch.scale > 0.0 && (1.0 / ch.scale).is_finite(),
         "channel.scale",
     )?;
-    check(!ch.min.is_nan() && !ch.max.is_nan() && ch.min <= ch.max, "channel.range")?;
+    check(
+        !ch.min.is_nan() && !ch.max.is_nan() && ch.min <= ch.max,
+        "channel.range",
+    )?;
     Ok(())
 }

@@ -57,7 +57,10 @@ impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             DecodeError::Truncated { expected, found } => {
-                write!(f, "model file truncated: expected {expected} bytes, found {found}")
+                write!(
+                    f,
+                    "model file truncated: expected {expected} bytes, found {found}"
+                )
             }
             DecodeError::BadMagic => f.write_str("not a sensorae model file (magic is not SNAE)"),
             DecodeError::UnsupportedVersion { found } => write!(
@@ -66,7 +69,10 @@ impl fmt::Display for DecodeError {
                 crate::codec::FORMAT_VERSION
             ),
             DecodeError::TrailingBytes { count } => {
-                write!(f, "{count} unexpected bytes after the model file's checksum")
+                write!(
+                    f,
+                    "{count} unexpected bytes after the model file's checksum"
+                )
             }
             DecodeError::Checksum { stored, computed } => write!(
                 f,

@@ -187,12 +187,7 @@ impl ErrorMetric {
 
 /// Per-channel mean errors of a time-major window (`x[t * C + c]`), written into `out`
 /// (length C). Returns the mean over all entries.
-pub(crate) fn channel_errors(
-    metric: ErrorMetric,
-    x: &[f32],
-    xhat: &[f32],
-    out: &mut [f32],
-) -> f32 {
+pub(crate) fn channel_errors(metric: ErrorMetric, x: &[f32], xhat: &[f32], out: &mut [f32]) -> f32 {
     let channels = out.len();
     out.fill(0.0);
     if channels == 0 {

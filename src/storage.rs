@@ -120,7 +120,10 @@ impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: us
     pub const fn new() -> Self {
         const {
             assert!(N == C * W, "N must equal C * W");
-            assert!(C > 0 && W > 0 && H > 0 && Z > 0 && P > 0, "sizes must be non-zero");
+            assert!(
+                C > 0 && W > 0 && H > 0 && Z > 0 && P > 0,
+                "sizes must be non-zero"
+            );
         }
         Fixed {
             params: [0.0; P],

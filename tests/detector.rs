@@ -1,6 +1,8 @@
 //! Windowing, hop, smoothing, alarms and top channels of the streaming detector.
 
-use sensorae::{Activation, Aggregate, Detector, DynDetector, ErrorMetric, Status, param_count, Arch};
+use sensorae::{
+    Activation, Aggregate, Arch, Detector, DynDetector, ErrorMetric, Status, param_count,
+};
 
 use crate::common::{Spec, signal};
 
@@ -48,7 +50,17 @@ fn warms_up_then_scores_every_hop() {
     let f = |b| Some(b);
     assert_eq!(
         fresh,
-        vec![None, None, f(true), f(false), f(true), f(false), f(true), f(false), f(true)]
+        vec![
+            None,
+            None,
+            f(true),
+            f(false),
+            f(true),
+            f(false),
+            f(true),
+            f(false),
+            f(true)
+        ]
     );
     // The window ending at sample 8 is [6, 7, 8]: mean square (36 + 49 + 64) / 3.
     let last = d.push(&[9.0]).score().copied().unwrap();
@@ -64,7 +76,9 @@ fn alarm_turns_on_after_k_and_off_after_m() {
     spec.header.threshold.value = 1.0;
     let mut d = DynDetector::from_bytes(&spec.bytes()).unwrap();
     // Score = x^2: above the threshold for |x| > 1.
-    let xs = [0.0, 2.0, 2.0, 0.0, 2.0, 2.0, 2.0, 2.0, 0.0, 2.0, 0.0, 0.0, 0.0];
+    let xs = [
+        0.0, 2.0, 2.0, 0.0, 2.0, 2.0, 2.0, 2.0, 0.0, 2.0, 0.0, 0.0, 0.0,
+    ];
     let mut states = String::new();
     for x in xs {
         let v = d.push(&[x]);
@@ -104,7 +118,12 @@ fn max_channel_aggregate_and_top_channels() {
     // Channel means of squares: 1, 0, 5, 4.
     assert_eq!(d.channel_errors(), &[1.0, 0.0, 5.0, 4.0]);
     assert_eq!(s.value, 5.0);
-    let top: Vec<(u16, f32)> = s.top.iter().flatten().map(|c| (c.channel, c.error)).collect();
+    let top: Vec<(u16, f32)> = s
+        .top
+        .iter()
+        .flatten()
+        .map(|c| (c.channel, c.error))
+        .collect();
     assert_eq!(top, vec![(2, 5.0), (3, 4.0), (0, 1.0)]);
 }
 
@@ -171,7 +190,10 @@ fn unloaded_detector_reports_no_model() {
     let v = d.push(&[0.0, 0.0]);
     assert_eq!(v.fault().unwrap().kind, sensorae::FaultKind::NoModel);
     assert!(d.load(b"garbage").is_err());
-    assert_eq!(d.push(&[0.0, 0.0]).fault().unwrap().kind, sensorae::FaultKind::NoModel);
+    assert_eq!(
+        d.push(&[0.0, 0.0]).fault().unwrap().kind,
+        sensorae::FaultKind::NoModel
+    );
 }
 
 /// `Detector::new` is usable in a `static` initialiser.

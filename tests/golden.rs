@@ -1,7 +1,7 @@
 //! Scores checked against values computed by hand and by an independent f64 reference.
 
 use sensorae::{
-    Activation, Aggregate, DynDetector, ErrorMetric, Status, Variant, param_count, Arch,
+    Activation, Aggregate, Arch, DynDetector, ErrorMetric, Status, Variant, param_count,
 };
 
 use crate::common::{Spec, signal};
@@ -60,7 +60,9 @@ fn tied_mse_by_hand() {
 // KL = 0.5 * (0.04 + e^0.1 - 0.1 - 1) = 0.022585459; with kl_weight 2: 2.695170918.
 #[test]
 fn vae_with_kl_by_hand() {
-    let params = [0.5, -0.25, 0.1, 2.0, 0.0, 1.0, 0.0, 1.0, -0.5, 1.0, 0.5, 0.0, 0.25];
+    let params = [
+        0.5, -0.25, 0.1, 2.0, 0.0, 1.0, 0.0, 1.0, -0.5, 1.0, 0.5, 0.0, 0.25,
+    ];
     let mut spec = hand_spec(Variant::Vae, false, &params);
     spec.header.scoring.kl_weight = 2.0;
     let s = last_score(&spec.bytes(), &[3.0, 5.0]);
@@ -92,7 +94,13 @@ fn reference_score(spec: &Spec, window: &[Vec<f32>]) -> f64 {
     let act = |a: Activation, v: f64| match a {
         Activation::Linear => v,
         Activation::Relu => v.max(0.0),
-        Activation::LeakyRelu { slope } => if v > 0.0 { v } else { f64::from(slope) * v },
+        Activation::LeakyRelu { slope } => {
+            if v > 0.0 {
+                v
+            } else {
+                f64::from(slope) * v
+            }
+        }
         Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
         Activation::Tanh => v.tanh(),
     };
@@ -114,12 +122,25 @@ fn reference_score(spec: &Spec, window: &[Vec<f32>]) -> f64 {
     let h1 = layer(&w1, &b1, hid, n, false, &x, l.encoder_hidden);
     let (w2, b2) = (take(z * hid), take(z));
     let is_vae = h.variant == Variant::Vae;
-    let code = layer(&w2, &b2, z, hid, false, &h1, if is_vae { Activation::Linear } else { l.code });
+    let code = layer(
+        &w2,
+        &b2,
+        z,
+        hid,
+        false,
+        &h1,
+        if is_vae { Activation::Linear } else { l.code },
+    );
     let mut kl = 0.0;
     if is_vae {
         let (wl, bl) = (take(z * hid), take(z));
         let lv = layer(&wl, &bl, z, hid, false, &h1, Activation::Linear);
-        kl = 0.5 * code.iter().zip(&lv).map(|(m, v)| m * m + v.exp() - v - 1.0).sum::<f64>();
+        kl = 0.5
+            * code
+                .iter()
+                .zip(&lv)
+                .map(|(m, v)| m * m + v.exp() - v - 1.0)
+                .sum::<f64>();
     }
     let xhat = if h.tied {
         let b3 = take(hid);
@@ -183,8 +204,17 @@ const ACTS: [Activation; 5] = [
 #[test]
 fn every_activation_matches_reference() {
     for a in ACTS {
-        for (variant, tied) in [(Variant::Plain, false), (Variant::Plain, true), (Variant::Vae, false)] {
-            let spec = Spec::new(3, 5, 6, 2).variant(variant, tied).activations([a, a, a, Activation::Linear]);
+        for (variant, tied) in [
+            (Variant::Plain, false),
+            (Variant::Plain, true),
+            (Variant::Vae, false),
+        ] {
+            let spec = Spec::new(3, 5, 6, 2).variant(variant, tied).activations([
+                a,
+                a,
+                a,
+                Activation::Linear,
+            ]);
             check_against_reference(spec);
         }
     }
@@ -194,7 +224,11 @@ fn every_activation_matches_reference() {
 fn every_metric_and_aggregate_matches_reference() {
     for metric in [ErrorMetric::Mse, ErrorMetric::Mae, ErrorMetric::Bce] {
         for aggregate in [Aggregate::Mean, Aggregate::MaxChannel] {
-            let out = if metric == ErrorMetric::Bce { Activation::Sigmoid } else { Activation::Linear };
+            let out = if metric == ErrorMetric::Bce {
+                Activation::Sigmoid
+            } else {
+                Activation::Linear
+            };
             let mut spec = Spec::new(4, 3, 5, 2)
                 .activations([Activation::Tanh, Activation::Linear, Activation::Tanh, out])
                 .metric(metric, aggregate);

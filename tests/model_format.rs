@@ -1,8 +1,8 @@
 //! The `.snae` format: golden bytes, round trips, and rejection of every corruption.
 
 use sensorae::{
-    DecodeError, Detector, DynDetector, EncodeError, LoadError, ModelView, ShapeError, Variant,
-    encode, param_count, Arch, testing,
+    Arch, DecodeError, Detector, DynDetector, EncodeError, LoadError, ModelView, ShapeError,
+    Variant, encode, param_count, testing,
 };
 
 use crate::common::Spec;
@@ -28,7 +28,9 @@ fn golden_bytes() {
     ];
     assert_eq!(&bytes[10..10 + expected_header.len()], expected_header);
     // First channel: name "a", offset 0.0, scale 1.0, min -10.0, max 10.0.
-    let ch0: &[u8] = &[1, b'a', 0, 0, 0, 0, 0, 0, 0x80, 0x3f, 0, 0, 0x20, 0xc1, 0, 0, 0x20, 0x41];
+    let ch0: &[u8] = &[
+        1, b'a', 0, 0, 0, 0, 0, 0, 0x80, 0x3f, 0, 0, 0x20, 0xc1, 0, 0, 0x20, 0x41,
+    ];
     let at = 10 + expected_header.len();
     assert_eq!(&bytes[at..at + ch0.len()], ch0);
     // Weights start after both channels (18 + 18 bytes): parameter 0 first.
@@ -45,7 +47,11 @@ fn crc32_reference(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -115,7 +121,10 @@ fn every_truncation_and_extension_is_rejected() {
     let bytes = tiny();
     for len in 0..bytes.len() {
         let err = ModelView::from_bytes(&bytes[..len]).unwrap_err();
-        assert!(matches!(err, DecodeError::Truncated { .. }), "len {len}: {err:?}");
+        assert!(
+            matches!(err, DecodeError::Truncated { .. }),
+            "len {len}: {err:?}"
+        );
     }
     let mut longer = bytes.clone();
     longer.push(0);
@@ -133,7 +142,10 @@ fn header_errors_are_typed() {
         ModelView::from_bytes(&bytes).unwrap_err(),
         DecodeError::UnsupportedVersion { found: 9 }
     );
-    assert_eq!(ModelView::from_bytes(b"PK\x03\x04 a zip file, not a model").unwrap_err(), DecodeError::BadMagic);
+    assert_eq!(
+        ModelView::from_bytes(b"PK\x03\x04 a zip file, not a model").unwrap_err(),
+        DecodeError::BadMagic
+    );
 }
 
 #[test]
@@ -142,19 +154,25 @@ fn invalid_fields_are_refused_on_write() {
     spec.header.window.hop = 0;
     assert!(matches!(
         sensorae::encode_to_vec(&spec.header, &spec.channels, &spec.params),
-        Err(EncodeError::Invalid(DecodeError::InvalidField { field: "window.hop" }))
+        Err(EncodeError::Invalid(DecodeError::InvalidField {
+            field: "window.hop"
+        }))
     ));
     let mut spec = Spec::new(2, 4, 4, 2);
     spec.channels[0].scale = 0.0;
     assert!(matches!(
         sensorae::encode_to_vec(&spec.header, &spec.channels, &spec.params),
-        Err(EncodeError::Invalid(DecodeError::InvalidField { field: "channel.scale" }))
+        Err(EncodeError::Invalid(DecodeError::InvalidField {
+            field: "channel.scale"
+        }))
     ));
     let mut spec = Spec::new(2, 4, 4, 2);
     spec.params[3] = f32::NAN;
     assert!(matches!(
         sensorae::encode_to_vec(&spec.header, &spec.channels, &spec.params),
-        Err(EncodeError::Invalid(DecodeError::NonFiniteWeight { index: 3 }))
+        Err(EncodeError::Invalid(DecodeError::NonFiniteWeight {
+            index: 3
+        }))
     ));
     let mut spec = Spec::new(2, 4, 4, 2);
     spec.params.pop();
@@ -197,14 +215,20 @@ fn fixed_detector_names_expected_and_found_sizes() {
     );
     type WrongChannels = Detector<3, 4, 12, 4, 2, { param_count(Arch::Dense, 12, 4, 2) }>;
     let err = WrongChannels::from_bytes(&bytes).unwrap_err();
-    assert_eq!(err.to_string(), "model channels is 2, the detector type was built for 3");
+    assert_eq!(
+        err.to_string(),
+        "model channels is 2, the detector type was built for 3"
+    );
     type Right = Detector<2, 4, 8, 4, 2, { param_count(Arch::Dense, 8, 4, 2) }>;
     assert!(Right::from_bytes(&bytes).is_ok());
     // A tied model has fewer parameters: the same sizes with another P are refused by name.
     let tied = Spec::new(2, 4, 4, 2).variant(Variant::Plain, true).bytes();
     assert!(matches!(
         Right::from_bytes(&tied),
-        Err(LoadError::Shape(ShapeError::Mismatch { what: "parameters", .. }))
+        Err(LoadError::Shape(ShapeError::Mismatch {
+            what: "parameters",
+            ..
+        }))
     ));
     assert!(DynDetector::from_bytes(&tied).is_ok());
 }

@@ -4,7 +4,14 @@ use sensorae::{Activation, Arch, Detector, DynDetector, Variant, param_count};
 
 use crate::common::{Spec, signal};
 
-fn compare<const C: usize, const W: usize, const N: usize, const H: usize, const Z: usize, const P: usize>(
+fn compare<
+    const C: usize,
+    const W: usize,
+    const N: usize,
+    const H: usize,
+    const Z: usize,
+    const P: usize,
+>(
     spec: &Spec,
 ) {
     let bytes = spec.bytes();

@@ -1,7 +1,9 @@
 //! Integration tests of the core's public API, one binary with a module per area.
 
 #[cfg(not(feature = "alloc"))]
-compile_error!("the core's integration tests need `--features alloc` (cargo test --workspace --all-features)");
+compile_error!(
+    "the core's integration tests need `--features alloc` (cargo test --workspace --all-features)"
+);
 
 mod common;
 mod detector;
