@@ -51,22 +51,24 @@ impl<'a> ModelView<'a> {
     /// ```
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         let fixed = PREFIX_LEN + CRC_LEN;
-        let (Some(magic), Some(version), Some(len)) =
-            (bytes.get(0..4), bytes.get(4..6), bytes.get(6..10))
-        else {
+        let (Some(magic), Some(version), Some(len)) = (
+            bytes.first_chunk::<4>(),
+            bytes.get(4..).and_then(<[u8]>::first_chunk::<2>),
+            bytes.get(6..).and_then(<[u8]>::first_chunk::<4>),
+        ) else {
             return Err(DecodeError::Truncated {
                 expected: fixed,
                 found: bytes.len(),
             });
         };
-        if magic != MAGIC {
+        if *magic != MAGIC {
             return Err(DecodeError::BadMagic);
         }
-        let version = u16::from_le_bytes([version[0], version[1]]);
+        let version = u16::from_le_bytes(*version);
         if version != FORMAT_VERSION {
             return Err(DecodeError::UnsupportedVersion { found: version });
         }
-        let payload_len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let payload_len = u32::from_le_bytes(*len) as usize;
         let total = payload_len.saturating_add(fixed);
         if bytes.len() < total {
             return Err(DecodeError::Truncated {
@@ -80,10 +82,13 @@ impl<'a> ModelView<'a> {
             });
         }
         let body_end = PREFIX_LEN + payload_len;
-        let (Some(body), Some(crc)) = (bytes.get(..body_end), bytes.get(body_end..total)) else {
+        let (Some(body), Some(crc)) = (
+            bytes.get(..body_end),
+            bytes.get(body_end..).and_then(<[u8]>::first_chunk::<4>),
+        ) else {
             return Err(DecodeError::Payload);
         };
-        let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+        let stored = u32::from_le_bytes(*crc);
         let computed = CRC32.checksum(body);
         if stored != computed {
             return Err(DecodeError::Checksum { stored, computed });
@@ -148,8 +153,10 @@ impl<'a> ModelView<'a> {
     /// The parameters in file order (see `docs/model-format.md`).
     pub fn weights(&self) -> impl ExactSizeIterator<Item = f32> + 'a {
         self.weights
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .as_chunks::<4>()
+            .0
+            .iter()
+            .map(|b| f32::from_le_bytes(*b))
     }
 }
 
@@ -250,13 +257,17 @@ fn check_before_encode(
 
 /// Fills in the prefix and appends the CRC for a payload that ends at `end`.
 fn finish_frame(out: &mut [u8], end: usize) -> Result<usize, EncodeError> {
-    let payload_len = u32::try_from(end - PREFIX_LEN).map_err(|_| EncodeError::BufferTooSmall)?;
-    let prefix = out
-        .get_mut(..PREFIX_LEN)
+    let payload_len = end
+        .checked_sub(PREFIX_LEN)
+        .and_then(|len| u32::try_from(len).ok())
         .ok_or(EncodeError::BufferTooSmall)?;
-    prefix[..4].copy_from_slice(&MAGIC);
-    prefix[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    prefix[6..10].copy_from_slice(&payload_len.to_le_bytes());
+    let prefix = out
+        .first_chunk_mut::<PREFIX_LEN>()
+        .ok_or(EncodeError::BufferTooSmall)?;
+    let [m0, m1, m2, m3] = MAGIC;
+    let [v0, v1] = FORMAT_VERSION.to_le_bytes();
+    let [l0, l1, l2, l3] = payload_len.to_le_bytes();
+    *prefix = [m0, m1, m2, m3, v0, v1, l0, l1, l2, l3];
     let crc = CRC32.checksum(out.get(..end).ok_or(EncodeError::BufferTooSmall)?);
     out.get_mut(end..end + CRC_LEN)
         .ok_or(EncodeError::BufferTooSmall)?
