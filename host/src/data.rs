@@ -31,10 +31,12 @@
 //! # Ok::<(), sensorae_host::data::DataError>(())
 //! ```
 
-use std::{
+use core::{
     fmt,
-    io::Read,
     ops::{Bound, RangeBounds},
+};
+use std::{
+    io::Read,
     path::{Path, PathBuf},
 };
 
@@ -363,8 +365,8 @@ impl fmt::Display for DataError {
     }
 }
 
-impl std::error::Error for DataError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+impl core::error::Error for DataError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match &self.kind {
             DataErrorKind::Io(e) => Some(e),
             _ => None,
@@ -681,8 +683,8 @@ fn parse_label(cell: &str) -> Option<u8> {
     }
     // Accepts `0`, `1.0`, `1e0`; a parse of "nan"/"inf" falls through to `None`.
     match cell.parse::<f64>() {
-        Ok(v) if v == 0.0 => Some(0),
-        Ok(v) if v == 1.0 => Some(1),
+        Ok(0.0) => Some(0),
+        Ok(1.0) => Some(1),
         _ => None,
     }
 }
