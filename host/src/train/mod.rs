@@ -1,1 +1,1031 @@
-//! (in progress)
+//! The trainer: fits any autoencoder family of the model format to recorded sensor rows and
+//! returns a [`TrainedModel`] that encodes to a `.snae` file.
+//!
+//! ```no_run
+//! use sensorae::{Aggregate, AlarmSpec, ErrorMetric, FaultPolicy, Scoring, Threshold,
+//!     ThresholdMethod, Variant};
+//! use sensorae_host::train::{train, TrainConfig};
+//!
+//! # fn main() -> Result<(), sensorae_host::train::TrainError> {
+//! // 500 rows of 2 channels, row-major; NaN marks a missing value.
+//! let data: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.05).sin()).collect();
+//! let names = vec!["a".to_string(), "b".to_string()];
+//! let cfg = TrainConfig { window: 8, epochs: 5, ..TrainConfig::new(Variant::Denoising) };
+//! let model = train(&data, &names, &cfg, &mut |p| {
+//!     if let Some(val) = p.val_loss {
+//!         println!("epoch {}/{}: train {:.4} val {val:.4}", p.epoch, p.epochs, p.train_loss);
+//!     }
+//! })?;
+//! let bytes = model.to_bytes(
+//!     "demo",
+//!     Scoring { metric: ErrorMetric::Mse, aggregate: Aggregate::Mean, kl_weight: 0.0, ewma: 1.0 },
+//!     Threshold { value: 1.0, method: ThresholdMethod::Fixed, calibration_windows: 0 },
+//!     AlarmSpec { on_after: 1, off_after: 1 },
+//!     FaultPolicy { hold_max: 0 },
+//!     None,
+//! )?;
+//! # let _ = bytes;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Objective
+//! Every reconstruction loss is the mean over the `N = C * W` entries of a window, averaged
+//! over the batch, so an MSE model's loss is on the scale of the detector's `Mean` score.
+//! Regularisers add to it, each batch-averaged: L1 on the code (`lambda * |z|_1`), KL sparsity
+//! on the encoder hidden layer (`beta * sum_j KL(rho || rho_hat_j)`, `rho_hat` the batch mean
+//! activation), the contractive penalty (`lambda * ||J_f(x)||_F^2` of the encoder `x -> z`),
+//! the VAE's `beta * KL(q(z|x) || N(0, I))` (summed over the code) and L2 weight decay
+//! (`0.5 * wd * |W|^2`, weights only). Denoising corrupts the input and reconstructs the clean
+//! window. The validation loss is the clean, deterministic reconstruction loss (the VAE decodes
+//! its mean), which is what the detector scores; early stopping watches it.
+//!
+//! # Determinism
+//! One `ChaCha8Rng` seeded with [`TrainConfig::seed`] draws the initial weights, the shuffles,
+//! the noise and the VAE samples, in a fixed order on one thread: the same rows, settings and
+//! seed give bit-identical parameters.
+
+mod net;
+mod optim;
+mod prep;
+
+use core::{fmt, ops::Range, time::Duration};
+use std::time::Instant;
+
+use rand::{RngExt, SeedableRng, seq::SliceRandom};
+use rand_chacha::ChaCha8Rng;
+use sensorae::{
+    Activation, AlarmSpec, Arch, Channel, ErrorMetric, FaultPolicy, Header, Layers, MAX_CHANNELS,
+    MAX_WIDTH, MAX_WINDOW, Scaling, Scoring, Threshold, TrainingSummary, Variant, WindowSpec,
+};
+
+use net::{Act, Batch, Float, Layout, Penalties, Spec, Workspace};
+
+/// Input corruption of the denoising autoencoder, applied to normalised training windows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Noise {
+    /// No corruption.
+    None,
+    /// Adds `N(0, sigma^2)` to every entry.
+    Gaussian {
+        /// Standard deviation, in normalised units (> 0).
+        sigma: f32,
+    },
+    /// Sets each entry to 0 with probability `p`.
+    Masking {
+        /// Probability in `(0, 1)`.
+        p: f32,
+    },
+    /// Sets each entry with probability `p` to its channel's smallest or largest normalised
+    /// training value (each half the time).
+    SaltPepper {
+        /// Probability in `(0, 1)`.
+        p: f32,
+    },
+}
+
+/// KL sparsity target on the encoder hidden layer (which must be sigmoid).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sparsity {
+    /// Target mean activation, in `(0, 1)`, e.g. 0.05.
+    pub rho: f32,
+    /// Weight of `sum_j KL(rho || rho_hat_j)` (> 0).
+    pub beta: f32,
+}
+
+/// Optimiser.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    /// Adam with bias correction; weight decay is added to the gradient (L2, not AdamW).
+    Adam {
+        /// First-moment decay, in `[0, 1)`; usually 0.9.
+        beta1: f32,
+        /// Second-moment decay, in `[0, 1)`; usually 0.999.
+        beta2: f32,
+        /// Denominator guard (> 0); usually 1e-8.
+        eps: f32,
+    },
+    /// Stochastic gradient descent with (heavy-ball) momentum.
+    Sgd {
+        /// Momentum in `[0, 1)`; 0 is plain SGD.
+        momentum: f32,
+    },
+}
+
+impl Optimizer {
+    /// Adam with beta1 0.9, beta2 0.999, eps 1e-8.
+    #[must_use]
+    pub const fn adam() -> Self {
+        Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+/// Everything the trainer needs to know. Start from [`TrainConfig::new`] (or `default()`, a
+/// plain autoencoder) and override fields; [`TrainConfig::validate`] says what is allowed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    /// Autoencoder family; the family knobs below must match it (e.g. `noise` only for
+    /// denoising), so that no setting is silently ignored.
+    pub variant: Variant,
+    /// Window length W in rows (1..=4096).
+    pub window: u16,
+    /// Rows between window starts (>= 1), in training and in the detector.
+    pub hop: u16,
+    /// Hidden width H.
+    pub hidden: u32,
+    /// Code width Z.
+    pub latent: u32,
+    /// Encoder hidden activation.
+    pub encoder_hidden: Activation,
+    /// Code activation (ignored by the VAE, whose heads are linear).
+    pub code: Activation,
+    /// Decoder hidden activation.
+    pub decoder_hidden: Activation,
+    /// Output activation (must be sigmoid for BCE).
+    pub output: Activation,
+    /// Reconstruction loss.
+    pub loss: ErrorMetric,
+    /// Input scaling; `None` picks min-max for BCE and standardisation otherwise.
+    pub scaling: Option<Scaling>,
+    /// Decoder uses the encoder's transposed weights (not for the VAE).
+    pub tied: bool,
+    /// L2 weight decay on weights (not biases), `>= 0`.
+    pub weight_decay: f32,
+    /// Denoising: the input corruption (set for, and only for, `Variant::Denoising`).
+    pub noise: Noise,
+    /// Sparse: weight of L1 on the code (`>= 0`).
+    pub l1_code: f32,
+    /// Sparse: KL sparsity on the encoder hidden layer.
+    pub sparsity: Option<Sparsity>,
+    /// Contractive: weight of the squared Frobenius norm of the encoder Jacobian (`> 0` for,
+    /// and only for, `Variant::Contractive`).
+    pub contractive: f32,
+    /// VAE: weight of the KL term (`>= 0`; 1 is the ELBO).
+    pub beta: f32,
+    /// VAE: the KL weight grows linearly, reaching `beta` at this epoch (0 = no warm-up).
+    pub kl_warmup_epochs: u32,
+    /// Maximum number of passes over the training windows (>= 1).
+    pub epochs: u32,
+    /// Windows per mini-batch (>= 1).
+    pub batch: u32,
+    /// Learning rate (> 0).
+    pub lr: f32,
+    /// Optimiser.
+    pub optimizer: Optimizer,
+    /// Fraction of rows, taken from the end, held out for validation, in `[0, 0.9]`.
+    pub val_fraction: f32,
+    /// Stop after this many epochs without a better validation loss; `None` runs all epochs.
+    /// Either way the best epoch's parameters are kept.
+    pub patience: Option<u32>,
+    /// Rescale each batch gradient to at most this global L2 norm.
+    pub clip_norm: Option<f32>,
+    /// Initial bias of ReLU and leaky-ReLU layers (a small positive value keeps units alive);
+    /// other biases start at 0.
+    pub bias_init: f32,
+    /// Seed of every random draw.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            variant: Variant::Plain,
+            window: 16,
+            hop: 1,
+            hidden: 32,
+            latent: 8,
+            encoder_hidden: Activation::Tanh,
+            code: Activation::Linear,
+            decoder_hidden: Activation::Tanh,
+            output: Activation::Linear,
+            loss: ErrorMetric::Mse,
+            scaling: None,
+            tied: false,
+            weight_decay: 0.0,
+            noise: Noise::None,
+            l1_code: 0.0,
+            sparsity: None,
+            contractive: 0.0,
+            beta: 1.0,
+            kl_warmup_epochs: 0,
+            epochs: 50,
+            batch: 32,
+            lr: 1e-3,
+            optimizer: Optimizer::adam(),
+            val_fraction: 0.2,
+            patience: Some(10),
+            clip_norm: None,
+            bias_init: 0.01,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Defaults with a sensible knob for `variant`: sparse gets L1 1e-3 on the code, denoising
+    /// Gaussian noise 0.1, contractive weight 1e-3, the VAE beta 1 with 5 warm-up epochs.
+    #[must_use]
+    pub fn new(variant: Variant) -> Self {
+        let base = TrainConfig {
+            variant,
+            ..TrainConfig::default()
+        };
+        match variant {
+            Variant::Plain => base,
+            Variant::Sparse => TrainConfig {
+                l1_code: 1e-3,
+                ..base
+            },
+            Variant::Denoising => TrainConfig {
+                noise: Noise::Gaussian { sigma: 0.1 },
+                ..base
+            },
+            Variant::Contractive => TrainConfig {
+                contractive: 1e-3,
+                ..base
+            },
+            Variant::Vae => TrainConfig {
+                kl_warmup_epochs: 5,
+                ..base
+            },
+        }
+    }
+
+    /// The scaling training uses: the explicit one, else min-max for BCE, else standard.
+    #[must_use]
+    pub fn effective_scaling(&self) -> Scaling {
+        self.scaling.unwrap_or(if self.loss == ErrorMetric::Bce {
+            Scaling::MinMax
+        } else {
+            Scaling::Standard
+        })
+    }
+
+    /// The inference architecture these settings produce.
+    #[must_use]
+    pub fn arch(&self) -> Arch {
+        arch_of(self.variant, self.tied)
+    }
+
+    /// Checks every setting for `channels` input channels.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] naming the first setting out of range and what is allowed.
+    pub fn validate(&self, channels: usize) -> Result<(), TrainError> {
+        fn bad(knob: &'static str, value: impl fmt::Debug, allowed: &'static str) -> TrainError {
+            TrainError::Config {
+                knob,
+                value: format!("{value:?}"),
+                allowed,
+            }
+        }
+        fn check(ok: bool, e: impl FnOnce() -> TrainError) -> Result<(), TrainError> {
+            if ok { Ok(()) } else { Err(e()) }
+        }
+        let fin = |v: f32| v.is_finite();
+        check((1..=MAX_CHANNELS).contains(&channels), || {
+            bad("channels", channels, "1 to 64 channels")
+        })?;
+        let w = usize::from(self.window);
+        check((1..=MAX_WINDOW).contains(&w), || {
+            bad("window", self.window, "1 to 4096 rows")
+        })?;
+        check(channels * w <= MAX_WIDTH, || {
+            bad("window", self.window, "channels * window at most 65536")
+        })?;
+        check(self.hop >= 1, || bad("hop", self.hop, "at least 1"))?;
+        let widths = 1..=MAX_WIDTH as u32;
+        check(widths.contains(&self.hidden), || {
+            bad("hidden", self.hidden, "1 to 65536")
+        })?;
+        check(widths.contains(&self.latent), || {
+            bad("latent", self.latent, "1 to 65536")
+        })?;
+        for (knob, a) in [
+            ("encoder_hidden", self.encoder_hidden),
+            ("code", self.code),
+            ("decoder_hidden", self.decoder_hidden),
+            ("output", self.output),
+        ] {
+            if let Activation::LeakyRelu { slope } = a {
+                check(fin(slope) && (0.0..1.0).contains(&slope), || {
+                    bad(knob, a, "a leaky ReLU slope in [0, 1)")
+                })?;
+            }
+        }
+        let scaling = self.effective_scaling();
+        if self.loss == ErrorMetric::Bce {
+            check(self.output == Activation::Sigmoid, || {
+                bad("output", self.output, "Sigmoid with the BCE loss")
+            })?;
+            check(scaling == Scaling::MinMax, || {
+                bad("scaling", scaling, "MinMax with the BCE loss")
+            })?;
+        }
+        check(!(self.tied && self.variant == Variant::Vae), || {
+            bad("tied", self.tied, "false for the VAE")
+        })?;
+        check(fin(self.weight_decay) && self.weight_decay >= 0.0, || {
+            bad("weight_decay", self.weight_decay, "finite and >= 0")
+        })?;
+        // A family's knob on another family would be silently ignored: reject it instead.
+        let sparse = self.variant == Variant::Sparse;
+        check(fin(self.l1_code) && self.l1_code >= 0.0, || {
+            bad("l1_code", self.l1_code, "finite and >= 0")
+        })?;
+        check(
+            sparse || (self.l1_code == 0.0 && self.sparsity.is_none()),
+            || {
+                bad(
+                    "variant",
+                    self.variant,
+                    "Sparse when l1_code or sparsity is set",
+                )
+            },
+        )?;
+        check(
+            !sparse || self.l1_code > 0.0 || self.sparsity.is_some(),
+            || {
+                bad(
+                    "l1_code",
+                    self.l1_code,
+                    "> 0, or a sparsity target, for the sparse variant",
+                )
+            },
+        )?;
+        if let Some(s) = self.sparsity {
+            check(fin(s.rho) && s.rho > 0.0 && s.rho < 1.0, || {
+                bad("sparsity.rho", s.rho, "in (0, 1)")
+            })?;
+            check(fin(s.beta) && s.beta > 0.0, || {
+                bad("sparsity.beta", s.beta, "finite and > 0")
+            })?;
+            check(self.encoder_hidden == Activation::Sigmoid, || {
+                bad(
+                    "encoder_hidden",
+                    self.encoder_hidden,
+                    "Sigmoid with KL sparsity (activations must lie in (0, 1))",
+                )
+            })?;
+        }
+        let denoising = self.variant == Variant::Denoising;
+        match self.noise {
+            Noise::None => check(!denoising, || {
+                bad(
+                    "noise",
+                    self.noise,
+                    "Gaussian, Masking or SaltPepper for denoising",
+                )
+            })?,
+            Noise::Gaussian { sigma } => check(fin(sigma) && sigma > 0.0, || {
+                bad("noise", self.noise, "sigma finite and > 0")
+            })?,
+            Noise::Masking { p } | Noise::SaltPepper { p } => {
+                check(fin(p) && p > 0.0 && p < 1.0, || {
+                    bad("noise", self.noise, "p in (0, 1)")
+                })?;
+            }
+        }
+        check(denoising || self.noise == Noise::None, || {
+            bad("variant", self.variant, "Denoising when noise is set")
+        })?;
+        check(fin(self.contractive) && self.contractive >= 0.0, || {
+            bad("contractive", self.contractive, "finite and >= 0")
+        })?;
+        let contractive = self.variant == Variant::Contractive;
+        check(contractive == (self.contractive > 0.0), || {
+            bad(
+                "contractive",
+                self.contractive,
+                "> 0 for, and only for, the contractive variant",
+            )
+        })?;
+        check(fin(self.beta) && self.beta >= 0.0, || {
+            bad("beta", self.beta, "finite and >= 0")
+        })?;
+        check(self.epochs >= 1, || {
+            bad("epochs", self.epochs, "at least 1")
+        })?;
+        check(self.batch >= 1, || bad("batch", self.batch, "at least 1"))?;
+        check(fin(self.lr) && self.lr > 0.0, || {
+            bad("lr", self.lr, "finite and > 0")
+        })?;
+        match self.optimizer {
+            Optimizer::Adam { beta1, beta2, eps } => {
+                let ok = (0.0..1.0).contains(&beta1)
+                    && (0.0..1.0).contains(&beta2)
+                    && fin(eps)
+                    && eps > 0.0;
+                check(ok, || {
+                    bad(
+                        "optimizer",
+                        self.optimizer,
+                        "beta1, beta2 in [0, 1) and eps > 0",
+                    )
+                })?;
+            }
+            Optimizer::Sgd { momentum } => check((0.0..1.0).contains(&momentum), || {
+                bad("optimizer", self.optimizer, "momentum in [0, 1)")
+            })?,
+        }
+        check((0.0..=0.9).contains(&self.val_fraction), || {
+            bad("val_fraction", self.val_fraction, "in [0, 0.9]")
+        })?;
+        check(self.patience != Some(0), || {
+            bad("patience", self.patience, "None or >= 1")
+        })?;
+        if let Some(c) = self.clip_norm {
+            check(fin(c) && c > 0.0, || bad("clip_norm", c, "finite and > 0"))?;
+        }
+        check(fin(self.bias_init), || {
+            bad("bias_init", self.bias_init, "finite")
+        })?;
+        Ok(())
+    }
+}
+
+fn arch_of(variant: Variant, tied: bool) -> Arch {
+    match (variant, tied) {
+        (Variant::Vae, _) => Arch::Vae,
+        (_, true) => Arch::Tied,
+        (_, false) => Arch::Dense,
+    }
+}
+
+/// A progress report, sent after every batch and once more at the end of each epoch (then
+/// with `val_loss` set, if there are validation windows), for progress bars and loss curves.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Epoch, from 1.
+    pub epoch: u32,
+    /// Maximum number of epochs.
+    pub epochs: u32,
+    /// Batches done in this epoch.
+    pub batch: u32,
+    /// Batches per epoch.
+    pub batches: u32,
+    /// Mean training objective over this epoch's windows so far.
+    pub train_loss: f32,
+    /// Validation loss, only in the end-of-epoch report.
+    pub val_loss: Option<f32>,
+    /// Time since training started.
+    pub elapsed: Duration,
+}
+
+/// What one epoch did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochStats {
+    /// Epoch, from 1.
+    pub epoch: u32,
+    /// Mean training objective (reconstruction plus every penalty) per window.
+    pub train_loss: f32,
+    /// Mean training reconstruction loss (of corrupted inputs for denoising, of sampled codes
+    /// for the VAE).
+    pub train_recon: f32,
+    /// Reconstruction loss of the validation windows, clean and deterministic (the VAE
+    /// decodes its mean); `None` without validation windows.
+    pub val_loss: Option<f32>,
+    /// VAE: mean `KL(q(z|x) || N(0, I))` per training window (0 for other families).
+    pub kl: f32,
+    /// Wall time of the epoch.
+    pub elapsed: Duration,
+}
+
+/// One channel's normalisation, `(x - offset) / scale`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelNorm {
+    /// Column name.
+    pub name: String,
+    /// Mean (standard scaling) or minimum (min-max) over the training rows.
+    pub offset: f32,
+    /// Standard deviation or range over the training rows; 1 where that is zero or not finite.
+    pub scale: f32,
+}
+
+/// A trained model: everything a model file needs except the scoring rule, threshold, alarm
+/// and fault settings, which calibration decides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainedModel {
+    /// Family trained.
+    pub variant: Variant,
+    /// Decoder uses the encoder's transposes.
+    pub tied: bool,
+    /// Channels, window length and hop.
+    pub window: WindowSpec,
+    /// Layer sizes and activations.
+    pub layers: Layers,
+    /// Input scaling.
+    pub scaling: Scaling,
+    /// Loss trained with.
+    pub loss: ErrorMetric,
+    /// Per-channel normalisation, in input column order.
+    pub channels: Vec<ChannelNorm>,
+    /// Parameters in model-file order: the best validation epoch's.
+    pub params: Vec<f32>,
+    /// Epochs run, the best epoch's losses, rows, windows and seed.
+    pub summary: TrainingSummary,
+    /// One entry per epoch run.
+    pub history: Vec<EpochStats>,
+    /// Rows used for training.
+    pub train_rows: Range<usize>,
+    /// Rows held out for validation (the end of the data).
+    pub val_rows: Range<usize>,
+}
+
+impl TrainedModel {
+    /// The inference architecture.
+    #[must_use]
+    pub fn arch(&self) -> Arch {
+        arch_of(self.variant, self.tied)
+    }
+
+    /// Encodes a model file; the caller chooses the scoring rule, threshold, alarm and fault
+    /// settings, and optionally each channel's valid physical range (`(min, max)` in raw
+    /// units; without it every finite value is valid).
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] if `ranges` has the wrong length, [`TrainError::Encode`] if the
+    /// model file would be invalid (e.g. BCE scoring of a standardised model).
+    pub fn to_bytes(
+        &self,
+        name: &str,
+        scoring: Scoring,
+        threshold: Threshold,
+        alarm: AlarmSpec,
+        faults: FaultPolicy,
+        ranges: Option<&[(f32, f32)]>,
+    ) -> Result<Vec<u8>, TrainError> {
+        if let Some(r) = ranges
+            && r.len() != self.channels.len()
+        {
+            return Err(TrainError::Config {
+                knob: "ranges",
+                value: format!("{} ranges", r.len()),
+                allowed: "one (min, max) per channel",
+            });
+        }
+        let header = Header {
+            name,
+            variant: self.variant,
+            tied: self.tied,
+            window: self.window,
+            layers: self.layers,
+            scaling: self.scaling,
+            scoring,
+            threshold,
+            alarm,
+            faults,
+            training: self.summary,
+        };
+        let channels: Vec<Channel<'_>> = self
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(i, ch)| {
+                let (min, max) = ranges
+                    .and_then(|r| r.get(i).copied())
+                    .unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+                Channel {
+                    name: &ch.name,
+                    offset: ch.offset,
+                    scale: ch.scale,
+                    min,
+                    max,
+                }
+            })
+            .collect();
+        Ok(sensorae::encode_to_vec(&header, &channels, &self.params)?)
+    }
+}
+
+/// Why training failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// A setting is out of range.
+    #[error("bad setting {knob} = {value}: allowed is {allowed}")]
+    Config {
+        /// The setting.
+        knob: &'static str,
+        /// Its value.
+        value: String,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+    /// The data is not a whole number of rows.
+    #[error("{values} values are not whole rows of {channels} channels")]
+    Shape {
+        /// Number of values given.
+        values: usize,
+        /// Number of channels named.
+        channels: usize,
+    },
+    /// A part of the data has no complete window.
+    #[error(
+        "the {part} rows {rows:?} hold no window: a window needs {window} consecutive rows \
+         without a missing value (give more rows{hint})"
+    )]
+    TooFewWindows {
+        /// `"training"` or `"validation"`.
+        part: &'static str,
+        /// Rows of that part.
+        rows: Range<usize>,
+        /// Window length, the number of rows needed.
+        window: usize,
+        /// What else would help.
+        hint: &'static str,
+    },
+    /// A channel has no valid value in the training rows.
+    #[error("channel {name} has no valid value in the training rows")]
+    EmptyChannel {
+        /// Channel name.
+        name: String,
+    },
+    /// The loss became NaN or infinite.
+    #[error(
+        "training diverged in epoch {epoch}: the loss is not finite; lower lr or set clip_norm"
+    )]
+    Diverged {
+        /// Epoch, from 1.
+        epoch: u32,
+    },
+    /// The model file could not be written.
+    #[error("invalid model file: {0}")]
+    Encode(#[from] sensorae::EncodeError),
+}
+
+/// Trains a model on `data`, `rows x channels.len()` values row-major (non-finite values are
+/// missing), reporting progress through `progress`.
+///
+/// # Errors
+/// [`TrainError`] for bad settings, data that is not whole rows, no window in the training or
+/// validation part, an all-missing channel, or divergence.
+pub fn train(
+    data: &[f32],
+    channels: &[String],
+    cfg: &TrainConfig,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<TrainedModel, TrainError> {
+    fit::<f32>(data, channels, cfg, progress)
+}
+
+/// Standard-normal draws by the Box-Muller transform (keeps the spare).
+struct Gauss {
+    spare: Option<f64>,
+}
+
+impl Gauss {
+    fn sample(&mut self, rng: &mut ChaCha8Rng) -> f64 {
+        if let Some(s) = self.spare.take() {
+            return s;
+        }
+        let u1 = 1.0 - rng.random::<f64>();
+        let u2 = rng.random::<f64>();
+        let r = (-2.0 * u1.ln()).sqrt();
+        let t = core::f64::consts::TAU * u2;
+        self.spare = Some(r * t.sin());
+        r * t.cos()
+    }
+}
+
+fn relu_family(a: Activation) -> bool {
+    matches!(a, Activation::Relu | Activation::LeakyRelu { .. })
+}
+
+/// Initial parameters: Glorot-uniform weights for tanh, sigmoid and linear layers, He-uniform
+/// (scaled for the leaky slope) for ReLU-family layers; `bias_init` on ReLU-family biases.
+fn init_params<T: Float>(
+    lay: &Layout,
+    acts: [Activation; 4],
+    bias_init: f32,
+    rng: &mut ChaCha8Rng,
+) -> Vec<T> {
+    let mut p = vec![T::of(0.0); lay.total];
+    let (n, h, z) = (lay.n, lay.h, lay.z);
+    let code = if lay.arch == Arch::Vae {
+        Activation::Linear
+    } else {
+        acts[1]
+    };
+    // (weights, fan_out, fan_in, activation after it); tied decoders reuse w1 and w2.
+    let layers = [
+        (lay.w1.clone(), h, n, acts[0]),
+        (lay.w2.clone(), z, h, code),
+        (lay.wl.clone(), z, h, Activation::Linear),
+        (lay.w3.clone(), h, z, acts[2]),
+        (lay.w4.clone(), n, h, acts[3]),
+    ];
+    for (w, fan_out, fan_in, act) in layers {
+        let limit = match act {
+            Activation::Relu => (6.0 / fan_in as f64).sqrt(),
+            Activation::LeakyRelu { slope } => {
+                let s = f64::from(slope);
+                (6.0 / ((1.0 + s * s) * fan_in as f64)).sqrt()
+            }
+            _ => (6.0 / (fan_in + fan_out) as f64).sqrt(),
+        };
+        for v in &mut p[w] {
+            *v = T::of(rng.random_range(-limit..limit));
+        }
+    }
+    let biases = [
+        (lay.b1.clone(), acts[0]),
+        (lay.b2.clone(), code),
+        (lay.b3.clone(), acts[2]),
+        (lay.b4.clone(), acts[3]),
+    ];
+    for (b, act) in biases {
+        if relu_family(act) {
+            p[b].iter_mut()
+                .for_each(|v| *v = T::of(f64::from(bias_init)));
+        }
+    }
+    p
+}
+
+/// Corrupts one normalised window (`x[t * C + c]`) for the denoising autoencoder.
+fn corrupt<T: Float>(
+    noise: Noise,
+    x: &mut [T],
+    prep: &prep::Prepared,
+    rng: &mut ChaCha8Rng,
+    gauss: &mut Gauss,
+) {
+    match noise {
+        Noise::None => {}
+        Noise::Gaussian { sigma } => {
+            let s = f64::from(sigma);
+            for v in x {
+                *v += T::of(s * gauss.sample(rng));
+            }
+        }
+        Noise::Masking { p } => {
+            let p = f64::from(p);
+            for v in x {
+                if rng.random::<f64>() < p {
+                    *v = T::of(0.0);
+                }
+            }
+        }
+        Noise::SaltPepper { p } => {
+            let p = f64::from(p);
+            for (i, v) in x.iter_mut().enumerate() {
+                if rng.random::<f64>() < p {
+                    let c = i % prep.channels;
+                    let level = if rng.random::<bool>() {
+                        prep.high[c]
+                    } else {
+                        prep.low[c]
+                    };
+                    *v = T::of(f64::from(level));
+                }
+            }
+        }
+    }
+}
+
+/// Copies the windows starting at `starts` into the columns of `out`.
+fn gather<T: Float>(prep: &prep::Prepared, starts: &[usize], out: &mut [T]) {
+    let n = prep.channels * prep.window;
+    for (col, &s) in out.chunks_exact_mut(n).zip(starts) {
+        for (o, &v) in col.iter_mut().zip(prep.window_at(s)) {
+            *o = T::of(f64::from(v));
+        }
+    }
+}
+
+/// Mean deterministic reconstruction loss over the windows at `starts`.
+fn eval_windows<T: Float>(
+    spec: &Spec<T>,
+    lay: &Layout,
+    params: &[T],
+    ws: &mut Workspace<T>,
+    prep: &prep::Prepared,
+    starts: &[usize],
+    buf: &mut [T],
+) -> Option<f64> {
+    if starts.is_empty() {
+        return None;
+    }
+    let mut total = 0.0f64;
+    for chunk in starts.chunks(ws.capacity()) {
+        gather(prep, chunk, buf);
+        let loss = net::eval_loss(spec, lay, params, ws, buf, chunk.len());
+        total += loss.to_f64() * chunk.len() as f64;
+    }
+    Some(total / starts.len() as f64)
+}
+
+fn fit<T: Float>(
+    data: &[f32],
+    names: &[String],
+    cfg: &TrainConfig,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<TrainedModel, TrainError> {
+    let started = Instant::now();
+    cfg.validate(names.len())?;
+    let scaling = cfg.effective_scaling();
+    let window = usize::from(cfg.window);
+    let hop = usize::from(cfg.hop);
+    let prep = prep::prepare(data, names, window, hop, cfg.val_fraction, scaling)?;
+    if prep.train_starts.is_empty() {
+        return Err(TrainError::TooFewWindows {
+            part: "training",
+            rows: prep.train_rows.clone(),
+            window,
+            hint: ", or use a shorter window",
+        });
+    }
+    if cfg.val_fraction > 0.0 && prep.val_starts.is_empty() {
+        return Err(TrainError::TooFewWindows {
+            part: "validation",
+            rows: prep.val_rows.clone(),
+            window,
+            hint: ", a larger val_fraction, or val_fraction 0",
+        });
+    }
+    let (c, n) = (prep.channels, prep.channels * window);
+    let (h, z) = (cfg.hidden as usize, cfg.latent as usize);
+    let arch = cfg.arch();
+    let lay = Layout::new(arch, n, h, z);
+    let acts = [cfg.encoder_hidden, cfg.code, cfg.decoder_hidden, cfg.output];
+    let spec = Spec {
+        acts: acts.map(Act::new),
+        loss: cfg.loss,
+    };
+    let of = |v: f32| T::of(f64::from(v));
+    let mut pen = Penalties {
+        weight_decay: of(cfg.weight_decay),
+        l1_code: of(cfg.l1_code),
+        sparsity: cfg.sparsity.map(|s| (of(s.rho), of(s.beta))),
+        contractive: of(cfg.contractive),
+        kl: T::of(0.0),
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut gauss = Gauss { spare: None };
+    let mut params = init_params::<T>(&lay, acts, cfg.bias_init, &mut rng);
+    let mut grad = vec![T::of(0.0); lay.total];
+    let mut opt = optim::State::<T>::new(cfg.optimizer, cfg.lr, lay.total);
+    let most = prep.train_starts.len().max(prep.val_starts.len());
+    let cap = (cfg.batch as usize).min(most).max(1);
+    let mut ws = Workspace::<T>::new(&lay, cap, cfg.contractive > 0.0);
+    let mut clean = vec![T::of(0.0); cap * n];
+    let denoising = cfg.noise != Noise::None;
+    let mut noisy = vec![T::of(0.0); if denoising { cap * n } else { 0 }];
+    let vae = arch == Arch::Vae;
+    let mut eps = vec![T::of(0.0); if vae { cap * z } else { 0 }];
+    let mut order = prep.train_starts.clone();
+    let batches = u32::try_from(order.len().div_ceil(cap)).unwrap_or(u32::MAX);
+    let clip = cfg.clip_norm.map(of);
+
+    let mut history: Vec<EpochStats> = Vec::new();
+    let mut best = params.clone();
+    let mut best_metric = f64::INFINITY;
+    let mut best_epoch = 0usize;
+    let mut since_best = 0u32;
+    for epoch in 1..=cfg.epochs {
+        let epoch_start = Instant::now();
+        if vae {
+            let warm = if cfg.kl_warmup_epochs == 0 {
+                1.0
+            } else {
+                (f64::from(epoch) / f64::from(cfg.kl_warmup_epochs)).min(1.0)
+            };
+            pen.kl = T::of(f64::from(cfg.beta) * warm);
+        }
+        order.shuffle(&mut rng);
+        let (mut sum_obj, mut sum_recon, mut sum_kl) = (0.0f64, 0.0f64, 0.0f64);
+        let mut seen = 0usize;
+        for (bi, chunk) in order.chunks(cap).enumerate() {
+            let cols = chunk.len();
+            gather(&prep, chunk, &mut clean);
+            let input: &[T] = if denoising {
+                noisy[..cols * n].copy_from_slice(&clean[..cols * n]);
+                for col in noisy[..cols * n].chunks_exact_mut(n) {
+                    corrupt(cfg.noise, col, &prep, &mut rng, &mut gauss);
+                }
+                &noisy
+            } else {
+                &clean
+            };
+            if vae {
+                for e in &mut eps[..cols * z] {
+                    *e = T::of(gauss.sample(&mut rng));
+                }
+            }
+            let batch = Batch {
+                input,
+                target: &clean,
+                eps: vae.then_some(&eps[..]),
+                cols,
+            };
+            let parts = net::loss_and_grad(&spec, &lay, &pen, &params, &mut ws, batch, &mut grad);
+            let obj = parts.objective.to_f64();
+            if !obj.is_finite() {
+                return Err(TrainError::Diverged { epoch });
+            }
+            if let Some(max) = clip {
+                optim::clip_norm(&mut grad, max);
+            }
+            opt.step(&mut params, &grad);
+            let w = cols as f64;
+            sum_obj += obj * w;
+            sum_recon += parts.recon.to_f64() * w;
+            sum_kl += parts.kl.to_f64() * w;
+            seen += cols;
+            progress(&Progress {
+                epoch,
+                epochs: cfg.epochs,
+                batch: u32::try_from(bi + 1).unwrap_or(u32::MAX),
+                batches,
+                train_loss: (sum_obj / seen as f64) as f32,
+                val_loss: None,
+                elapsed: started.elapsed(),
+            });
+        }
+        let count = order.len() as f64;
+        let train_loss = sum_obj / count;
+        let val = eval_windows(
+            &spec,
+            &lay,
+            &params,
+            &mut ws,
+            &prep,
+            &prep.val_starts,
+            &mut clean,
+        );
+        if val.is_some_and(|v| !v.is_finite()) {
+            return Err(TrainError::Diverged { epoch });
+        }
+        let stats = EpochStats {
+            epoch,
+            train_loss: train_loss as f32,
+            train_recon: (sum_recon / count) as f32,
+            val_loss: val.map(|v| v as f32),
+            kl: (sum_kl / count) as f32,
+            elapsed: epoch_start.elapsed(),
+        };
+        history.push(stats);
+        progress(&Progress {
+            epoch,
+            epochs: cfg.epochs,
+            batch: batches,
+            batches,
+            train_loss: stats.train_loss,
+            val_loss: stats.val_loss,
+            elapsed: started.elapsed(),
+        });
+        // Without validation windows the training objective decides which epoch is best.
+        let metric = val.unwrap_or(train_loss);
+        if metric < best_metric {
+            best_metric = metric;
+            best.copy_from_slice(&params);
+            best_epoch = history.len() - 1;
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if cfg.patience.is_some_and(|p| since_best >= p) {
+                break;
+            }
+        }
+    }
+    let best_stats = history.get(best_epoch).copied();
+    let summary = TrainingSummary {
+        epochs: u32::try_from(history.len()).unwrap_or(u32::MAX),
+        train_loss: best_stats.map_or(f32::NAN, |s| s.train_loss),
+        val_loss: best_stats.and_then(|s| s.val_loss).unwrap_or(f32::NAN),
+        rows: (prep.train_rows.len() + prep.val_rows.len()) as u64,
+        train_windows: u32::try_from(prep.train_starts.len()).unwrap_or(u32::MAX),
+        val_windows: u32::try_from(prep.val_starts.len()).unwrap_or(u32::MAX),
+        seed: cfg.seed,
+    };
+    Ok(TrainedModel {
+        variant: cfg.variant,
+        tied: cfg.tied,
+        window: WindowSpec {
+            channels: u16::try_from(c).unwrap_or(u16::MAX),
+            length: cfg.window,
+            hop: cfg.hop,
+        },
+        layers: Layers {
+            hidden: cfg.hidden,
+            latent: cfg.latent,
+            encoder_hidden: cfg.encoder_hidden,
+            code: cfg.code,
+            decoder_hidden: cfg.decoder_hidden,
+            output: cfg.output,
+        },
+        scaling,
+        loss: cfg.loss,
+        channels: prep.norms,
+        params: best.iter().map(|v| v.to_f32()).collect(),
+        summary,
+        history,
+        train_rows: prep.train_rows,
+        val_rows: prep.val_rows,
+    })
+}

@@ -1,0 +1,905 @@
+//! Batched forward and backward passes of every autoencoder family, generic over the float type
+//! so gradient checks run in `f64` while training runs in `f32`.
+//!
+//! A batch is a column-major matrix with one sample per column (features x batch), so each
+//! window is one contiguous slice and every layer is one matrix-matrix product. Parameters and
+//! gradients are flat slices in model-file order (see [`Layout`]); weight matrices are viewed in
+//! place, column-major with rows = layer outputs, exactly as `sensorae`'s inference reads them.
+
+use core::ops::Range;
+
+use nalgebra::{DMatrixViewMut, Dyn, MatrixView, RealField};
+use sensorae::{Activation, Arch, ErrorMetric, LOGVAR_CLAMP};
+
+/// The float type the maths runs in.
+pub(crate) trait Float: RealField + Copy {
+    fn of(x: f64) -> Self;
+    fn to_f32(self) -> f32;
+    fn to_f64(self) -> f64;
+    fn fexp(self) -> Self;
+    fn fln(self) -> Self;
+    fn fln1p(self) -> Self;
+    fn ftanh(self) -> Self;
+    fn fabs(self) -> Self;
+    fn fsqrt(self) -> Self;
+}
+
+macro_rules! impl_float {
+    ($t:ty) => {
+        impl Float for $t {
+            #[inline]
+            fn of(x: f64) -> Self {
+                x as $t
+            }
+            #[inline]
+            fn to_f32(self) -> f32 {
+                self as f32
+            }
+            #[inline]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline]
+            fn fexp(self) -> Self {
+                self.exp()
+            }
+            #[inline]
+            fn fln(self) -> Self {
+                self.ln()
+            }
+            #[inline]
+            fn fln1p(self) -> Self {
+                self.ln_1p()
+            }
+            #[inline]
+            fn ftanh(self) -> Self {
+                self.tanh()
+            }
+            #[inline]
+            fn fabs(self) -> Self {
+                self.abs()
+            }
+            #[inline]
+            fn fsqrt(self) -> Self {
+                self.sqrt()
+            }
+        }
+    };
+}
+impl_float!(f32);
+impl_float!(f64);
+
+/// An activation with its derivatives written as functions of the activation's *output*, so
+/// the backward pass needs no pre-activation buffers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Act<T> {
+    Linear,
+    Relu,
+    Leaky(T),
+    Sigmoid,
+    Tanh,
+}
+
+impl<T: Float> Act<T> {
+    pub(crate) fn new(a: Activation) -> Self {
+        match a {
+            Activation::Linear => Act::Linear,
+            Activation::Relu => Act::Relu,
+            Activation::LeakyRelu { slope } => Act::Leaky(T::of(f64::from(slope))),
+            Activation::Sigmoid => Act::Sigmoid,
+            Activation::Tanh => Act::Tanh,
+        }
+    }
+
+    fn apply(self, ys: &mut [T]) {
+        let zero = T::of(0.0);
+        let one = T::of(1.0);
+        match self {
+            Act::Linear => {}
+            Act::Relu => ys.iter_mut().for_each(|y| {
+                if !(*y > zero) {
+                    *y = zero;
+                }
+            }),
+            Act::Leaky(s) => ys.iter_mut().for_each(|y| {
+                if !(*y > zero) {
+                    *y *= s;
+                }
+            }),
+            Act::Sigmoid => ys.iter_mut().for_each(|y| *y = one / (one + (-*y).fexp())),
+            Act::Tanh => ys.iter_mut().for_each(|y| *y = y.ftanh()),
+        }
+    }
+
+    /// First derivative at the point whose output is `y`. For ReLU and leaky ReLU `y > 0`
+    /// exactly when the input was positive (the slope is in `[0, 1)`).
+    #[inline]
+    fn d1(self, y: T) -> T {
+        let one = T::of(1.0);
+        match self {
+            Act::Linear => one,
+            Act::Relu => {
+                if y > T::of(0.0) {
+                    one
+                } else {
+                    T::of(0.0)
+                }
+            }
+            Act::Leaky(s) => {
+                if y > T::of(0.0) {
+                    one
+                } else {
+                    s
+                }
+            }
+            Act::Sigmoid => y * (one - y),
+            Act::Tanh => one - y * y,
+        }
+    }
+
+    /// Second derivative at the point whose output is `y` (zero for piecewise-linear ones).
+    #[inline]
+    fn d2(self, y: T) -> T {
+        let one = T::of(1.0);
+        let two = T::of(2.0);
+        match self {
+            Act::Linear | Act::Relu | Act::Leaky(_) => T::of(0.0),
+            Act::Sigmoid => y * (one - y) * (one - two * y),
+            Act::Tanh => -two * y * (one - y * y),
+        }
+    }
+
+    fn curved(self) -> bool {
+        matches!(self, Act::Sigmoid | Act::Tanh)
+    }
+}
+
+/// Where each tensor lives in the flat parameter vector, in model-file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub arch: Arch,
+    pub n: usize,
+    pub h: usize,
+    pub z: usize,
+    pub w1: Range<usize>,
+    pub b1: Range<usize>,
+    /// Code weights (the mean head for the VAE).
+    pub w2: Range<usize>,
+    pub b2: Range<usize>,
+    /// VAE log-variance head (empty otherwise).
+    pub wl: Range<usize>,
+    pub bl: Range<usize>,
+    /// Decoder hidden weights (empty when tied).
+    pub w3: Range<usize>,
+    pub b3: Range<usize>,
+    /// Output weights (empty when tied).
+    pub w4: Range<usize>,
+    pub b4: Range<usize>,
+    pub total: usize,
+}
+
+impl Layout {
+    pub(crate) fn new(arch: Arch, n: usize, h: usize, z: usize) -> Self {
+        let mut at = 0;
+        let mut next = |len: usize| {
+            let r = at..at + len;
+            at += len;
+            r
+        };
+        let (w1, b1) = (next(h * n), next(h));
+        let (w2, b2) = (next(z * h), next(z));
+        let (wl, bl) = if arch == Arch::Vae {
+            (next(z * h), next(z))
+        } else {
+            (next(0), next(0))
+        };
+        let (w3, b3, w4, b4) = if arch == Arch::Tied {
+            let w3 = next(0);
+            let b3 = next(h);
+            let w4 = next(0);
+            (w3, b3, w4, next(n))
+        } else {
+            (next(h * z), next(h), next(n * h), next(n))
+        };
+        Layout {
+            arch,
+            n,
+            h,
+            z,
+            w1,
+            b1,
+            w2,
+            b2,
+            wl,
+            bl,
+            w3,
+            b3,
+            w4,
+            b4,
+            total: at,
+        }
+    }
+
+    /// The weight matrices (what weight decay applies to; empty ranges for absent ones).
+    pub(crate) fn weights(&self) -> [Range<usize>; 5] {
+        [
+            self.w1.clone(),
+            self.w2.clone(),
+            self.wl.clone(),
+            self.w3.clone(),
+            self.w4.clone(),
+        ]
+    }
+}
+
+/// What the network computes besides its sizes: activations and reconstruction loss.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Spec<T> {
+    /// Encoder hidden, code, decoder hidden, output.
+    pub acts: [Act<T>; 4],
+    pub loss: ErrorMetric,
+}
+
+/// Regularisation weights of the training objective.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Penalties<T> {
+    /// `0.5 * wd * sum(w^2)` over weights, not biases.
+    pub weight_decay: T,
+    /// `lambda * |z|_1` on the code, batch-averaged.
+    pub l1_code: T,
+    /// `beta * sum_j KL(rho || rho_hat_j)` on the encoder hidden batch means: (rho, beta).
+    pub sparsity: Option<(T, T)>,
+    /// `lambda * ||J_f(x)||_F^2` of the encoder, batch-averaged.
+    pub contractive: T,
+    /// VAE: weight of `KL(q(z|x) || N(0, I))` (beta times the warm-up factor).
+    pub kl: T,
+}
+
+impl<T: Float> Penalties<T> {
+    #[cfg(test)]
+    pub(crate) fn none() -> Self {
+        Penalties {
+            weight_decay: T::of(0.0),
+            l1_code: T::of(0.0),
+            sparsity: None,
+            contractive: T::of(0.0),
+            kl: T::of(0.0),
+        }
+    }
+}
+
+/// The terms of one batch's objective, each a batch mean.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Parts<T> {
+    /// Everything that was differentiated.
+    pub objective: T,
+    /// Reconstruction loss alone.
+    pub recon: T,
+    /// VAE KL term before weighting (0 for other families).
+    pub kl: T,
+}
+
+/// Activations and gradients of one batch, allocated once for the largest batch and reused.
+pub(crate) struct Workspace<T> {
+    cap: usize,
+    h1: Vec<T>,
+    /// Code activation, or the VAE mean.
+    code: Vec<T>,
+    logvar: Vec<T>,
+    /// VAE sample `mu + sigma * eps` (the decoder input while training).
+    sample: Vec<T>,
+    h2: Vec<T>,
+    logit: Vec<T>,
+    xhat: Vec<T>,
+    g_out: Vec<T>,
+    g_h2: Vec<T>,
+    g_code: Vec<T>,
+    g_logvar: Vec<T>,
+    g_h1: Vec<T>,
+    // Contractive penalty scratch.
+    gram: Vec<T>,
+    gram_grad: Vec<T>,
+    u: Vec<T>,
+    v: Vec<T>,
+    uc: Vec<T>,
+}
+
+impl<T: Float> Workspace<T> {
+    pub(crate) fn new(layout: &Layout, cap: usize, contractive: bool) -> Self {
+        let (n, h, z) = (layout.n, layout.h, layout.z);
+        let vae = layout.arch == Arch::Vae;
+        let buf = |len: usize| vec![T::of(0.0); len];
+        let cz = if contractive { cap * z * h } else { 0 };
+        let hh = if contractive { h * h } else { 0 };
+        let vz = if vae { cap * z } else { 0 };
+        Workspace {
+            cap,
+            h1: buf(cap * h),
+            code: buf(cap * z),
+            logvar: buf(vz),
+            sample: buf(vz),
+            h2: buf(cap * h),
+            logit: buf(cap * n),
+            xhat: buf(cap * n),
+            g_out: buf(cap * n),
+            g_h2: buf(cap * h),
+            g_code: buf(cap * z),
+            g_logvar: buf(vz),
+            g_h1: buf(cap * h),
+            gram: buf(hh),
+            gram_grad: buf(hh),
+            u: buf(cz),
+            v: buf(cz),
+            uc: buf(cz),
+        }
+    }
+
+    /// Largest batch this workspace holds.
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Reconstructions of the last forward pass, one column per sample.
+    #[cfg(test)]
+    pub(crate) fn xhat(&self, cols: usize, n: usize) -> &[T] {
+        &self.xhat[..cols * n]
+    }
+
+    /// Encoder hidden activations of the last forward pass.
+    #[cfg(test)]
+    pub(crate) fn h1(&self, cols: usize, h: usize) -> &[T] {
+        &self.h1[..cols * h]
+    }
+
+    /// Code (or VAE mean) and VAE log-variance (empty for other families) of the last
+    /// forward pass.
+    #[cfg(test)]
+    pub(crate) fn code(&self, cols: usize, z: usize) -> (&[T], &[T]) {
+        let lv = if self.logvar.is_empty() {
+            &self.logvar[..]
+        } else {
+            &self.logvar[..cols * z]
+        };
+        (&self.code[..cols * z], lv)
+    }
+}
+
+type View<'a, T> = MatrixView<'a, T, Dyn, Dyn, Dyn, Dyn>;
+
+/// The `rows x cols` column-major matrix at the start of `s`.
+fn m<T: Float>(s: &[T], rows: usize, cols: usize) -> View<'_, T> {
+    View::from_slice_with_strides_generic(
+        &s[..rows * cols],
+        Dyn(rows),
+        Dyn(cols),
+        Dyn(1),
+        Dyn(rows),
+    )
+}
+
+/// The transpose (`cols x rows`) of the `rows x cols` column-major matrix at the start of `s`,
+/// without copying: matrixmultiply takes the strides.
+fn mt<T: Float>(s: &[T], rows: usize, cols: usize) -> View<'_, T> {
+    View::from_slice_with_strides_generic(
+        &s[..rows * cols],
+        Dyn(cols),
+        Dyn(rows),
+        Dyn(rows),
+        Dyn(1),
+    )
+}
+
+/// `out = alpha * a * b + beta * out`, `out` being the `a.nrows() x b.ncols()` matrix at the
+/// start of `out`.
+fn gemm<T: Float>(out: &mut [T], alpha: T, a: View<'_, T>, b: View<'_, T>, beta: T) {
+    let (r, c) = (a.nrows(), b.ncols());
+    let mut o = DMatrixViewMut::from_slice(&mut out[..r * c], r, c);
+    o.gemm(alpha, &a, &b, beta);
+}
+
+/// Adds `b` to every column of the `rows x cols` matrix `y`.
+fn add_bias<T: Float>(y: &mut [T], b: &[T], rows: usize, cols: usize) {
+    for col in y[..rows * cols].chunks_exact_mut(rows) {
+        for (v, &bb) in col.iter_mut().zip(b) {
+            *v += bb;
+        }
+    }
+}
+
+/// `dst +=` the row sums (sums over the batch) of the `rows x cols` matrix `g`.
+fn add_row_sums<T: Float>(dst: &mut [T], g: &[T], rows: usize, cols: usize) {
+    for col in g[..rows * cols].chunks_exact(rows) {
+        for (d, &v) in dst.iter_mut().zip(col) {
+            *d += v;
+        }
+    }
+}
+
+/// `g *= act'(y)` element-wise.
+fn mul_d1<T: Float>(g: &mut [T], y: &[T], act: Act<T>) {
+    if act != Act::Linear {
+        for (g, &y) in g.iter_mut().zip(y) {
+            *g *= act.d1(y);
+        }
+    }
+}
+
+/// One batch: inputs (possibly corrupted), clean targets, and the VAE's standard-normal draws.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Batch<'a, T> {
+    pub input: &'a [T],
+    pub target: &'a [T],
+    /// VAE only: `None` decodes the mean (inference); `Some` samples `mu + sigma * eps`.
+    pub eps: Option<&'a [T]>,
+    pub cols: usize,
+}
+
+/// Runs the forward pass into the workspace.
+pub(crate) fn forward<T: Float>(
+    spec: &Spec<T>,
+    lay: &Layout,
+    p: &[T],
+    ws: &mut Workspace<T>,
+    input: &[T],
+    eps: Option<&[T]>,
+    cols: usize,
+) {
+    let (n, h, z, b) = (lay.n, lay.h, lay.z, cols);
+    let (zero, one) = (T::of(0.0), T::of(1.0));
+    let [a1, a2, a3, a4] = spec.acts;
+    gemm(
+        &mut ws.h1,
+        one,
+        m(&p[lay.w1.clone()], h, n),
+        m(input, n, b),
+        zero,
+    );
+    add_bias(&mut ws.h1, &p[lay.b1.clone()], h, b);
+    a1.apply(&mut ws.h1[..h * b]);
+    gemm(
+        &mut ws.code,
+        one,
+        m(&p[lay.w2.clone()], z, h),
+        m(&ws.h1, h, b),
+        zero,
+    );
+    add_bias(&mut ws.code, &p[lay.b2.clone()], z, b);
+    let vae = lay.arch == Arch::Vae;
+    if vae {
+        gemm(
+            &mut ws.logvar,
+            one,
+            m(&p[lay.wl.clone()], z, h),
+            m(&ws.h1, h, b),
+            zero,
+        );
+        add_bias(&mut ws.logvar, &p[lay.bl.clone()], z, b);
+    } else {
+        a2.apply(&mut ws.code[..z * b]);
+    }
+    let decoder_in: &[T] = match (vae, eps) {
+        (true, Some(eps)) => {
+            let half = T::of(0.5);
+            let clamp = T::of(f64::from(LOGVAR_CLAMP));
+            for (((s, &mu), &lv), &e) in ws.sample[..z * b]
+                .iter_mut()
+                .zip(&ws.code)
+                .zip(&ws.logvar)
+                .zip(eps)
+            {
+                let lv = lv.clamp(-clamp, clamp);
+                *s = mu + (half * lv).fexp() * e;
+            }
+            &ws.sample
+        }
+        _ => &ws.code,
+    };
+    if lay.arch == Arch::Tied {
+        let w2t = mt(&p[lay.w2.clone()], z, h);
+        gemm(&mut ws.h2, one, w2t, m(decoder_in, z, b), zero);
+    } else {
+        gemm(
+            &mut ws.h2,
+            one,
+            m(&p[lay.w3.clone()], h, z),
+            m(decoder_in, z, b),
+            zero,
+        );
+    }
+    add_bias(&mut ws.h2, &p[lay.b3.clone()], h, b);
+    a3.apply(&mut ws.h2[..h * b]);
+    if lay.arch == Arch::Tied {
+        gemm(
+            &mut ws.logit,
+            one,
+            mt(&p[lay.w1.clone()], h, n),
+            m(&ws.h2, h, b),
+            zero,
+        );
+    } else {
+        gemm(
+            &mut ws.logit,
+            one,
+            m(&p[lay.w4.clone()], n, h),
+            m(&ws.h2, h, b),
+            zero,
+        );
+    }
+    add_bias(&mut ws.logit, &p[lay.b4.clone()], n, b);
+    ws.xhat[..n * b].copy_from_slice(&ws.logit[..n * b]);
+    a4.apply(&mut ws.xhat[..n * b]);
+}
+
+/// Reconstruction loss of the last forward pass (mean over entries and batch) and, if `grad`,
+/// its gradient at the output layer's pre-activation in `ws.g_out`. BCE is taken in logit
+/// form (`softplus(a) - x a`, gradient `xhat - x`), which assumes a sigmoid output; its
+/// targets are clamped to `[0, 1]` as the detector clamps them.
+fn recon_loss<T: Float>(
+    spec: &Spec<T>,
+    n: usize,
+    ws: &mut Workspace<T>,
+    target: &[T],
+    cols: usize,
+    grad: bool,
+) -> T {
+    let len = n * cols;
+    let (zero, one) = (T::of(0.0), T::of(1.0));
+    let scale = one / T::of(len as f64);
+    let mut sum = zero;
+    let (xhat, logit, t) = (&ws.xhat[..len], &ws.logit[..len], &target[..len]);
+    let g = &mut ws.g_out[..len];
+    match spec.loss {
+        ErrorMetric::Mse => {
+            let two = T::of(2.0) * scale;
+            for ((g, &y), &t) in g.iter_mut().zip(xhat).zip(t) {
+                let d = y - t;
+                sum += d * d;
+                *g = two * d;
+            }
+        }
+        ErrorMetric::Mae => {
+            for ((g, &y), &t) in g.iter_mut().zip(xhat).zip(t) {
+                let d = y - t;
+                sum += d.fabs();
+                *g = if d > zero {
+                    scale
+                } else if d < zero {
+                    -scale
+                } else {
+                    zero
+                };
+            }
+        }
+        ErrorMetric::Bce => {
+            for (((g, &y), &a), &t) in g.iter_mut().zip(xhat).zip(logit).zip(t) {
+                let t = t.clamp(zero, one);
+                let relu = if a > zero { a } else { zero };
+                sum += relu - t * a + (-a.fabs()).fexp().fln1p();
+                *g = scale * (y - t);
+            }
+            // The logit gradient already includes the sigmoid's derivative.
+            return sum * scale;
+        }
+    }
+    if grad {
+        mul_d1(g, xhat, spec.acts[3]);
+    }
+    sum * scale
+}
+
+/// Deterministic reconstruction loss of a batch (no noise; the VAE decodes its mean): the
+/// validation loss, and the detector's `Mean` score for MSE and MAE.
+pub(crate) fn eval_loss<T: Float>(
+    spec: &Spec<T>,
+    lay: &Layout,
+    p: &[T],
+    ws: &mut Workspace<T>,
+    input: &[T],
+    cols: usize,
+) -> T {
+    forward(spec, lay, p, ws, input, None, cols);
+    recon_loss(spec, lay.n, ws, input, cols, false)
+}
+
+/// Objective and its gradient (written into `grad`, which is overwritten) for one batch.
+pub(crate) fn loss_and_grad<T: Float>(
+    spec: &Spec<T>,
+    lay: &Layout,
+    pen: &Penalties<T>,
+    p: &[T],
+    ws: &mut Workspace<T>,
+    batch: Batch<'_, T>,
+    grad: &mut [T],
+) -> Parts<T> {
+    let (n, h, z, b) = (lay.n, lay.h, lay.z, batch.cols);
+    let (zero, one, half) = (T::of(0.0), T::of(1.0), T::of(0.5));
+    let inv_b = one / T::of(b as f64);
+    let [a1, a2, a3, _] = spec.acts;
+    let vae = lay.arch == Arch::Vae;
+    let tied = lay.arch == Arch::Tied;
+    grad.iter_mut().for_each(|g| *g = zero);
+    forward(spec, lay, p, ws, batch.input, batch.eps, b);
+    let recon = recon_loss(spec, n, ws, batch.target, b, true);
+    let mut objective = recon;
+    let mut kl = zero;
+
+    // Output layer: g_out holds dL/d(logit).
+    add_row_sums(&mut grad[lay.b4.clone()], &ws.g_out, n, b);
+    if tied {
+        // logit = W1^T h2  =>  dW1 += h2 g_out^T, dh2 = W1 g_out.
+        let gw1 = &mut grad[lay.w1.clone()];
+        gemm(gw1, one, m(&ws.h2, h, b), mt(&ws.g_out, n, b), one);
+        gemm(
+            &mut ws.g_h2,
+            one,
+            m(&p[lay.w1.clone()], h, n),
+            m(&ws.g_out, n, b),
+            zero,
+        );
+    } else {
+        let gw4 = &mut grad[lay.w4.clone()];
+        gemm(gw4, one, m(&ws.g_out, n, b), mt(&ws.h2, h, b), zero);
+        gemm(
+            &mut ws.g_h2,
+            one,
+            mt(&p[lay.w4.clone()], n, h),
+            m(&ws.g_out, n, b),
+            zero,
+        );
+    }
+    // Decoder hidden layer.
+    mul_d1(&mut ws.g_h2[..h * b], &ws.h2[..h * b], a3);
+    add_row_sums(&mut grad[lay.b3.clone()], &ws.g_h2, h, b);
+    let decoder_in: &[T] = if vae && batch.eps.is_some() {
+        &ws.sample
+    } else {
+        &ws.code
+    };
+    if tied {
+        // h2 = act(W2^T z)  =>  dW2 += z g_h2^T, dz = W2 g_h2.
+        let gw2 = &mut grad[lay.w2.clone()];
+        gemm(gw2, one, m(decoder_in, z, b), mt(&ws.g_h2, h, b), one);
+        gemm(
+            &mut ws.g_code,
+            one,
+            m(&p[lay.w2.clone()], z, h),
+            m(&ws.g_h2, h, b),
+            zero,
+        );
+    } else {
+        let gw3 = &mut grad[lay.w3.clone()];
+        gemm(gw3, one, m(&ws.g_h2, h, b), mt(decoder_in, z, b), zero);
+        gemm(
+            &mut ws.g_code,
+            one,
+            mt(&p[lay.w3.clone()], h, z),
+            m(&ws.g_h2, h, b),
+            zero,
+        );
+    }
+
+    if vae {
+        let beta = pen.kl;
+        let clamp = T::of(f64::from(LOGVAR_CLAMP));
+        for i in 0..z * b {
+            let mu = ws.code[i];
+            let lv = ws.logvar[i];
+            let inside = lv > -clamp && lv < clamp;
+            let lvc = lv.clamp(-clamp, clamp);
+            let var = lvc.fexp();
+            kl += half * (mu * mu + var - lvc - one);
+            let dz = ws.g_code[i];
+            let mut g_lv = zero;
+            if let Some(eps) = batch.eps {
+                // z = mu + exp(lv / 2) * eps.
+                g_lv = dz * half * (half * lvc).fexp() * eps[i];
+            }
+            g_lv += beta * inv_b * half * (var - one);
+            // A clamped log-variance is constant.
+            ws.g_logvar[i] = if inside { g_lv } else { zero };
+            ws.g_code[i] = dz + beta * inv_b * mu;
+        }
+        kl *= inv_b;
+        objective += beta * kl;
+        let h1t = mt(&ws.h1, h, b);
+        gemm(
+            &mut grad[lay.w2.clone()],
+            one,
+            m(&ws.g_code, z, b),
+            h1t,
+            zero,
+        );
+        add_row_sums(&mut grad[lay.b2.clone()], &ws.g_code, z, b);
+        gemm(
+            &mut grad[lay.wl.clone()],
+            one,
+            m(&ws.g_logvar, z, b),
+            h1t,
+            zero,
+        );
+        add_row_sums(&mut grad[lay.bl.clone()], &ws.g_logvar, z, b);
+        let wmu_t = mt(&p[lay.w2.clone()], z, h);
+        gemm(&mut ws.g_h1, one, wmu_t, m(&ws.g_code, z, b), zero);
+        let wl_t = mt(&p[lay.wl.clone()], z, h);
+        gemm(&mut ws.g_h1, one, wl_t, m(&ws.g_logvar, z, b), one);
+    } else {
+        if pen.l1_code > zero {
+            let step = pen.l1_code * inv_b;
+            let mut l1 = zero;
+            for (g, &c) in ws.g_code[..z * b].iter_mut().zip(&ws.code) {
+                l1 += c.fabs();
+                if c > zero {
+                    *g += step;
+                } else if c < zero {
+                    *g -= step;
+                }
+            }
+            objective += step * l1;
+        }
+        mul_d1(&mut ws.g_code[..z * b], &ws.code[..z * b], a2);
+        if pen.contractive > zero {
+            objective += contractive(lay, pen.contractive, a1, a2, p, ws, b, grad);
+        }
+        let gw2 = &mut grad[lay.w2.clone()];
+        gemm(gw2, one, m(&ws.g_code, z, b), mt(&ws.h1, h, b), one);
+        add_row_sums(&mut grad[lay.b2.clone()], &ws.g_code, z, b);
+        let w2t = mt(&p[lay.w2.clone()], z, h);
+        gemm(&mut ws.g_h1, one, w2t, m(&ws.g_code, z, b), zero);
+    }
+
+    if let Some((rho, beta)) = pen.sparsity {
+        objective += kl_sparsity(rho, beta, &ws.h1, &mut ws.g_h1, h, b);
+    }
+    mul_d1(&mut ws.g_h1[..h * b], &ws.h1[..h * b], a1);
+    if pen.contractive > zero && !vae && a1.curved() {
+        contractive_hidden_term(lay, a1, p, ws, b);
+    }
+    let gw1 = &mut grad[lay.w1.clone()];
+    gemm(gw1, one, m(&ws.g_h1, h, b), mt(batch.input, n, b), one);
+    add_row_sums(&mut grad[lay.b1.clone()], &ws.g_h1, h, b);
+
+    if pen.weight_decay > zero {
+        let wd = pen.weight_decay;
+        let mut sq = zero;
+        for r in lay.weights() {
+            for (g, &w) in grad[r.clone()].iter_mut().zip(&p[r]) {
+                sq += w * w;
+                *g += wd * w;
+            }
+        }
+        objective += half * wd * sq;
+    }
+    Parts {
+        objective,
+        recon,
+        kl,
+    }
+}
+
+/// `beta * sum_j KL(rho || rho_hat_j)` with `rho_hat` the batch mean of each hidden unit,
+/// clamped into `(eps, 1 - eps)` (no gradient where clamped); adds its gradient to `g_h1`.
+fn kl_sparsity<T: Float>(rho: T, beta: T, h1: &[T], g_h1: &mut [T], h: usize, b: usize) -> T {
+    let one = T::of(1.0);
+    let eps = T::of(1e-6);
+    let inv_b = one / T::of(b as f64);
+    let mut total = T::of(0.0);
+    for j in 0..h {
+        let mut mean = T::of(0.0);
+        for col in 0..b {
+            mean += h1[col * h + j];
+        }
+        mean *= inv_b;
+        let r = mean.clamp(eps, one - eps);
+        total += rho * (rho / r).fln() + (one - rho) * ((one - rho) / (one - r)).fln();
+        if r == mean {
+            let d = beta * inv_b * (-rho / r + (one - rho) / (one - r));
+            for col in 0..b {
+                g_h1[col * h + j] += d;
+            }
+        }
+    }
+    beta * total
+}
+
+/// The contractive penalty `lambda/B * sum_b ||diag(a2') W2 diag(a1') W1||_F^2`, computed
+/// through the Gram matrix `G = W1 W1^T` so that every step is a matrix product:
+/// `||J||_F^2 = sum_k a2'_k^2 u_k^T G u_k` with `u_k = W2[k, :] * a1'` (one row of `U` per
+/// sample and code unit). Adds its gradient to `g_code` (already `dL/da2`), `dW2` and `dW1`,
+/// and leaves `R = 2 c G u` in `ws.v` for [`contractive_hidden_term`]. Returns the penalty.
+#[allow(clippy::too_many_arguments)] // reason: one call site; a struct would hide the data flow
+fn contractive<T: Float>(
+    lay: &Layout,
+    lambda: T,
+    a1: Act<T>,
+    a2: Act<T>,
+    p: &[T],
+    ws: &mut Workspace<T>,
+    b: usize,
+    grad: &mut [T],
+) -> T {
+    let (n, h, z) = (lay.n, lay.h, lay.z);
+    let zb = z * b;
+    let (zero, one, two) = (T::of(0.0), T::of(1.0), T::of(2.0));
+    let scale = lambda / T::of(b as f64);
+    let w1 = &p[lay.w1.clone()];
+    let w2 = &p[lay.w2.clone()];
+    // U (zb x h): U[(col, k), j] = W2[k, j] * a1'(h1[j, col]).
+    for j in 0..h {
+        let w2col = &w2[j * z..(j + 1) * z];
+        for col in 0..b {
+            let d1 = a1.d1(ws.h1[col * h + j]);
+            let dst = &mut ws.u[j * zb + col * z..j * zb + (col + 1) * z];
+            for (u, &w) in dst.iter_mut().zip(w2col) {
+                *u = w * d1;
+            }
+        }
+    }
+    gemm(&mut ws.gram, one, m(w1, h, n), mt(w1, h, n), zero);
+    gemm(&mut ws.v, one, m(&ws.u, zb, h), m(&ws.gram, h, h), zero);
+    let mut total = zero;
+    for row in 0..zb {
+        let mut s = zero;
+        for j in 0..h {
+            s += ws.u[j * zb + row] * ws.v[j * zb + row];
+        }
+        let y = ws.code[row];
+        let d2 = a2.d1(y);
+        total += d2 * d2 * s;
+        ws.g_code[row] += scale * two * d2 * s * a2.d2(y);
+        let c = scale * d2 * d2;
+        for j in 0..h {
+            let i = j * zb + row;
+            ws.uc[i] = c * ws.u[i];
+            ws.v[i] *= two * c;
+        }
+    }
+    // dW2[k, j] += sum_b R[(b, k), j] * a1'(h1[j, b]).
+    let gw2 = &mut grad[lay.w2.clone()];
+    for j in 0..h {
+        for col in 0..b {
+            let d1 = a1.d1(ws.h1[col * h + j]);
+            let r = &ws.v[j * zb + col * z..j * zb + (col + 1) * z];
+            for (g, &rv) in gw2[j * z..(j + 1) * z].iter_mut().zip(r) {
+                *g += rv * d1;
+            }
+        }
+    }
+    // dP/dG = S = U^T diag(c) U, and G = W1 W1^T gives dW1 += 2 S W1.
+    gemm(
+        &mut ws.gram_grad,
+        one,
+        mt(&ws.u, zb, h),
+        m(&ws.uc, zb, h),
+        zero,
+    );
+    let gw1 = &mut grad[lay.w1.clone()];
+    gemm(gw1, two, m(&ws.gram_grad, h, h), m(w1, h, n), one);
+    scale * total
+}
+
+/// The contractive penalty's path through `a1'`:
+/// `g_h1[j, b] += a1''(h1) * sum_k R[(b, k), j] * W2[k, j]`, `R` left in `ws.v` by
+/// [`contractive`].
+fn contractive_hidden_term<T: Float>(
+    lay: &Layout,
+    a1: Act<T>,
+    p: &[T],
+    ws: &mut Workspace<T>,
+    b: usize,
+) {
+    let (h, z) = (lay.h, lay.z);
+    let zb = z * b;
+    let w2 = &p[lay.w2.clone()];
+    for j in 0..h {
+        let w2col = &w2[j * z..(j + 1) * z];
+        for col in 0..b {
+            let r = &ws.v[j * zb + col * z..j * zb + (col + 1) * z];
+            let mut s = T::of(0.0);
+            for (&rv, &w) in r.iter().zip(w2col) {
+                s += rv * w;
+            }
+            let i = col * h + j;
+            ws.g_h1[i] += s * a1.d2(ws.h1[i]);
+        }
+    }
+}
