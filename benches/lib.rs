@@ -2,7 +2,7 @@
 //! and model loading. Throughput is reported in multiply-adds of the dense layers per second,
 //! so figures compare across sizes.
 
-use std::hint::black_box;
+use core::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use sensorae::{Arch, Detector, DynDetector, Engine, Storage, encode_to_vec, param_count, testing};
