@@ -6,5 +6,6 @@ pub mod calibrate;
 pub mod data;
 pub mod demo;
 pub mod metrics;
+pub mod pipeline;
 pub mod plot;
 pub mod train;
