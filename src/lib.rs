@@ -90,3 +90,8 @@ pub use nn::{BCE_EPS, LOGVAR_CLAMP, kl_divergence};
 pub use storage::Heap;
 pub use storage::{Buffers, ChannelState, Fixed, Storage};
 pub use verdict::{ChannelError, FaultKind, Score, SensorFault, Status, Verdict};
+
+/// The README's Rust examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
