@@ -903,3 +903,350 @@ fn contractive_hidden_term<T: Float>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use sensorae::{Activation as A, Arch, ErrorMetric};
+
+    use super::*;
+
+    // Every dimension above 5, so nalgebra hands the products (and the strided transposes) to
+    // matrixmultiply, as in real training.
+    const N: usize = 8;
+    const H: usize = 7;
+    const Z: usize = 6;
+    const B: usize = 6;
+    const LEAKY: A = A::LeakyRelu { slope: 0.1 };
+
+    #[derive(Clone, Copy)]
+    struct Case {
+        arch: Arch,
+        acts: [A; 4],
+        loss: ErrorMetric,
+        wd: f64,
+        l1: f64,
+        sparsity: Option<(f64, f64)>,
+        contractive: f64,
+        kl: f64,
+        noisy: bool,
+        sample: bool,
+    }
+
+    const BASE: Case = Case {
+        arch: Arch::Dense,
+        acts: [A::Tanh, A::Linear, A::Tanh, A::Linear],
+        loss: ErrorMetric::Mse,
+        wd: 0.0,
+        l1: 0.0,
+        sparsity: None,
+        contractive: 0.0,
+        kl: 0.0,
+        noisy: false,
+        sample: false,
+    };
+
+    struct Problem {
+        spec: Spec<f64>,
+        lay: Layout,
+        pen: Penalties<f64>,
+        params: Vec<f64>,
+        input: Vec<f64>,
+        target: Vec<f64>,
+        eps: Option<Vec<f64>>,
+    }
+
+    fn problem(c: Case, seed: u64) -> Problem {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let lay = Layout::new(c.arch, N, H, Z);
+        let params: Vec<f64> = (0..lay.total)
+            .map(|_| rng.random_range(-0.8..0.8))
+            .collect();
+        let target: Vec<f64> = (0..N * B)
+            .map(|_| {
+                if c.loss == ErrorMetric::Bce {
+                    rng.random_range(0.05..0.95)
+                } else {
+                    rng.random_range(-1.5..1.5)
+                }
+            })
+            .collect();
+        // A fixed corruption stands in for the denoising noise draw.
+        let input = if c.noisy {
+            target
+                .iter()
+                .map(|t| t + rng.random_range(-0.3..0.3))
+                .collect()
+        } else {
+            target.clone()
+        };
+        let eps = c
+            .sample
+            .then(|| (0..Z * B).map(|_| rng.random_range(-2.0..2.0)).collect());
+        Problem {
+            spec: Spec {
+                acts: c.acts.map(Act::new),
+                loss: c.loss,
+            },
+            lay,
+            pen: Penalties {
+                weight_decay: c.wd,
+                l1_code: c.l1,
+                sparsity: c.sparsity,
+                contractive: c.contractive,
+                kl: c.kl,
+            },
+            params,
+            input,
+            target,
+            eps,
+        }
+    }
+
+    fn objective(
+        pb: &Problem,
+        params: &[f64],
+        ws: &mut Workspace<f64>,
+        grad: &mut [f64],
+    ) -> Parts<f64> {
+        let batch = Batch {
+            input: &pb.input,
+            target: &pb.target,
+            eps: pb.eps.as_deref(),
+            cols: B,
+        };
+        loss_and_grad(&pb.spec, &pb.lay, &pb.pen, params, ws, batch, grad)
+    }
+
+    /// Largest |analytic - central difference| over all parameters, relative to the largest
+    /// gradient entry.
+    fn gradient_error(c: Case, seed: u64) -> f64 {
+        let pb = problem(c, seed);
+        let mut ws = Workspace::new(&pb.lay, B, c.contractive > 0.0);
+        let mut grad = vec![0.0; pb.lay.total];
+        let mut scratch = vec![0.0; pb.lay.total];
+        objective(&pb, &pb.params, &mut ws, &mut grad);
+        if c.loss == ErrorMetric::Mae {
+            let xhat = ws.xhat(B, N);
+            let kink = xhat
+                .iter()
+                .zip(&pb.target)
+                .map(|(y, t)| (y - t).abs())
+                .fold(f64::MAX, f64::min);
+            assert!(kink > 1e-4, "MAE case too close to a kink: {kink}");
+        }
+        let step = 1e-5;
+        let mut p = pb.params.clone();
+        let mut worst = 0.0f64;
+        for i in 0..p.len() {
+            let keep = p[i];
+            p[i] = keep + step;
+            let up = objective(&pb, &p, &mut ws, &mut scratch).objective;
+            p[i] = keep - step;
+            let down = objective(&pb, &p, &mut ws, &mut scratch).objective;
+            p[i] = keep;
+            let fd = (up - down) / (2.0 * step);
+            worst = worst.max((grad[i] - fd).abs());
+        }
+        let scale = grad.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+        assert!(scale > 1e-3, "degenerate case: gradient {scale}");
+        worst / scale
+    }
+
+    /// Finite differences in f64 are good to about 1e-9 here; dropping any gradient term moves
+    /// the error to 1e-3 or more.
+    const TOL: f64 = 1e-7;
+
+    macro_rules! grad_checks {
+        ($($name:ident: $case:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let err = gradient_error($case, 7);
+                assert!(err < TOL, "relative gradient error {err:e}");
+            }
+        )*};
+    }
+
+    grad_checks! {
+        plain_mse_dense: BASE;
+        plain_mse_tied: Case { arch: Arch::Tied, ..BASE };
+        act_linear_dense: Case { acts: [A::Linear; 4], ..BASE };
+        act_linear_tied: Case { arch: Arch::Tied, acts: [A::Linear; 4], ..BASE };
+        act_relu_dense: Case { acts: [A::Relu, A::Relu, A::Relu, A::Linear], ..BASE };
+        act_relu_tied: Case { arch: Arch::Tied, acts: [A::Relu, A::Relu, A::Relu, A::Relu], ..BASE };
+        act_leaky_dense: Case { acts: [LEAKY, LEAKY, LEAKY, LEAKY], ..BASE };
+        act_leaky_tied: Case { arch: Arch::Tied, acts: [LEAKY, LEAKY, LEAKY, A::Linear], ..BASE };
+        act_sigmoid_dense: Case { acts: [A::Sigmoid; 4], ..BASE };
+        act_sigmoid_tied: Case { arch: Arch::Tied, acts: [A::Sigmoid; 4], ..BASE };
+        act_tanh_dense: Case { acts: [A::Tanh; 4], ..BASE };
+        act_tanh_tied: Case { arch: Arch::Tied, acts: [A::Tanh; 4], ..BASE };
+        loss_mae_dense: Case { loss: ErrorMetric::Mae, ..BASE };
+        loss_mae_tied: Case { arch: Arch::Tied, loss: ErrorMetric::Mae, ..BASE };
+        loss_bce_dense: Case { loss: ErrorMetric::Bce, acts: [A::Tanh, A::Linear, A::Tanh, A::Sigmoid], ..BASE };
+        loss_bce_tied: Case { arch: Arch::Tied, loss: ErrorMetric::Bce, acts: [A::Relu, A::Tanh, A::Sigmoid, A::Sigmoid], ..BASE };
+        weight_decay_dense: Case { wd: 0.3, ..BASE };
+        weight_decay_tied: Case { arch: Arch::Tied, wd: 0.3, ..BASE };
+        sparse_l1_dense: Case { l1: 0.5, ..BASE };
+        sparse_l1_tied: Case { arch: Arch::Tied, l1: 0.5, acts: [A::Tanh, A::Tanh, A::Tanh, A::Linear], ..BASE };
+        sparse_kl_dense: Case { sparsity: Some((0.1, 0.5)), acts: [A::Sigmoid, A::Linear, A::Tanh, A::Linear], ..BASE };
+        sparse_kl_tied: Case { arch: Arch::Tied, sparsity: Some((0.1, 0.5)), acts: [A::Sigmoid, A::Linear, A::Tanh, A::Linear], ..BASE };
+        sparse_both_with_decay: Case { l1: 0.2, sparsity: Some((0.05, 0.3)), wd: 0.1, acts: [A::Sigmoid, A::Relu, A::Tanh, A::Linear], ..BASE };
+        denoising_dense: Case { noisy: true, ..BASE };
+        denoising_tied: Case { arch: Arch::Tied, noisy: true, ..BASE };
+        denoising_bce: Case { noisy: true, loss: ErrorMetric::Bce, acts: [A::Sigmoid; 4], ..BASE };
+        contractive_tanh_dense: Case { contractive: 0.5, acts: [A::Tanh, A::Tanh, A::Tanh, A::Linear], ..BASE };
+        contractive_tanh_tied: Case { arch: Arch::Tied, contractive: 0.5, acts: [A::Tanh, A::Tanh, A::Tanh, A::Linear], ..BASE };
+        contractive_sigmoid_dense: Case { contractive: 0.5, acts: [A::Sigmoid, A::Sigmoid, A::Linear, A::Linear], ..BASE };
+        contractive_sigmoid_tied: Case { arch: Arch::Tied, contractive: 0.5, acts: [A::Sigmoid, A::Sigmoid, A::Linear, A::Sigmoid], ..BASE };
+        contractive_relu_linear_code: Case { contractive: 0.5, acts: [A::Relu, A::Linear, A::Relu, A::Linear], ..BASE };
+        contractive_leaky_tanh_code: Case { contractive: 0.5, acts: [LEAKY, A::Tanh, LEAKY, A::Linear], ..BASE };
+        contractive_with_decay_bce: Case { contractive: 0.5, wd: 0.2, loss: ErrorMetric::Bce, acts: [A::Tanh, A::Sigmoid, A::Tanh, A::Sigmoid], ..BASE };
+        vae_mse: Case { arch: Arch::Vae, kl: 0.7, sample: true, ..BASE };
+        vae_mae: Case { arch: Arch::Vae, kl: 0.7, sample: true, loss: ErrorMetric::Mae, ..BASE };
+        vae_bce_relu: Case { arch: Arch::Vae, kl: 0.7, sample: true, loss: ErrorMetric::Bce, acts: [A::Relu, A::Linear, A::Relu, A::Sigmoid], ..BASE };
+        vae_sigmoid_decay: Case { arch: Arch::Vae, kl: 1.5, wd: 0.2, sample: true, acts: [A::Sigmoid, A::Linear, A::Sigmoid, A::Tanh], ..BASE };
+        vae_mean_decoding: Case { arch: Arch::Vae, kl: 0.7, sample: false, ..BASE };
+    }
+
+    /// The Gram-matrix penalty equals the Frobenius norm of the explicitly built Jacobian
+    /// `diag(a2') W2 diag(a1') W1`, sample by sample (finite differences only show that the
+    /// gradient matches the penalty, not that the penalty is the right one).
+    #[test]
+    fn contractive_penalty_is_the_squared_frobenius_norm_of_the_encoder_jacobian() {
+        let lambda = 0.5;
+        let c = Case {
+            contractive: lambda,
+            acts: [A::Tanh, A::Sigmoid, A::Tanh, A::Linear],
+            ..BASE
+        };
+        let pb = problem(c, 3);
+        let mut ws = Workspace::new(&pb.lay, B, true);
+        let mut grad = vec![0.0; pb.lay.total];
+        let with = objective(&pb, &pb.params, &mut ws, &mut grad).objective;
+        let penalty = with
+            - problem(
+                Case {
+                    contractive: 0.0,
+                    ..c
+                },
+                3,
+            )
+            .recon_only();
+        let w1 = &pb.params[pb.lay.w1.clone()];
+        let w2 = &pb.params[pb.lay.w2.clone()];
+        let (h1, code) = (ws.h1(B, H).to_vec(), ws.code(B, Z).0.to_vec());
+        let mut direct = 0.0;
+        for col in 0..B {
+            for k in 0..Z {
+                let zk = code[col * Z + k];
+                let d2 = zk * (1.0 - zk);
+                for i in 0..N {
+                    let mut jki = 0.0;
+                    for j in 0..H {
+                        let hj = h1[col * H + j];
+                        jki += w2[j * Z + k] * (1.0 - hj * hj) * w1[i * H + j];
+                    }
+                    direct += (d2 * jki).powi(2);
+                }
+            }
+        }
+        direct *= lambda / B as f64;
+        assert!(
+            (penalty - direct).abs() < 1e-12 * direct.max(1.0),
+            "{penalty} vs {direct}"
+        );
+        assert!(direct > 1e-3);
+    }
+
+    impl Problem {
+        fn recon_only(&self) -> f64 {
+            let mut ws = Workspace::new(&self.lay, B, false);
+            let mut grad = vec![0.0; self.lay.total];
+            objective(self, &self.params, &mut ws, &mut grad).objective
+        }
+    }
+
+    #[test]
+    fn vae_kl_matches_the_core_formula() {
+        let pb = problem(
+            Case {
+                arch: Arch::Vae,
+                kl: 1.0,
+                sample: true,
+                ..BASE
+            },
+            5,
+        );
+        let mut ws = Workspace::new(&pb.lay, B, false);
+        let mut grad = vec![0.0; pb.lay.total];
+        let parts = objective(&pb, &pb.params, &mut ws, &mut grad);
+        let (mu, lv) = ws.code(B, Z);
+        let mut core = 0.0f64;
+        for col in 0..B {
+            let m: Vec<f32> = mu[col * Z..(col + 1) * Z]
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let l: Vec<f32> = lv[col * Z..(col + 1) * Z]
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            core += f64::from(sensorae::kl_divergence(&m, &l));
+        }
+        core /= B as f64;
+        assert!(
+            (parts.kl - core).abs() < 1e-5 * core.max(1.0),
+            "{} vs {core}",
+            parts.kl
+        );
+        assert!((parts.objective - parts.recon - parts.kl).abs() < 1e-12);
+    }
+
+    #[test]
+    fn layout_matches_the_model_format() {
+        for arch in [Arch::Dense, Arch::Tied, Arch::Vae] {
+            let lay = Layout::new(arch, 128, 64, 8);
+            assert_eq!(lay.total, sensorae::param_count(arch, 128, 64, 8));
+            assert_eq!(lay.w1, 0..64 * 128);
+            assert_eq!(lay.b4.end, lay.total);
+        }
+    }
+
+    #[test]
+    fn f32_and_f64_agree_on_the_loss() {
+        let c = Case {
+            contractive: 0.1,
+            acts: [A::Tanh, A::Tanh, A::Tanh, A::Linear],
+            ..BASE
+        };
+        let pb = problem(c, 11);
+        let mut ws = Workspace::new(&pb.lay, B, true);
+        let mut grad = vec![0.0; pb.lay.total];
+        let wide = objective(&pb, &pb.params, &mut ws, &mut grad).objective;
+        let lay = pb.lay.clone();
+        let spec = Spec {
+            acts: c.acts.map(Act::<f32>::new),
+            loss: c.loss,
+        };
+        let pen = Penalties {
+            contractive: 0.1f32,
+            ..Penalties::none()
+        };
+        let p32: Vec<f32> = pb.params.iter().map(|&v| v as f32).collect();
+        let x32: Vec<f32> = pb.input.iter().map(|&v| v as f32).collect();
+        let mut ws32 = Workspace::new(&lay, B, true);
+        let mut g32 = vec![0.0f32; lay.total];
+        let batch = Batch {
+            input: &x32,
+            target: &x32,
+            eps: None,
+            cols: B,
+        };
+        let narrow = loss_and_grad(&spec, &lay, &pen, &p32, &mut ws32, batch, &mut g32).objective;
+        assert!((f64::from(narrow) - wide).abs() < 1e-5 * wide);
+        for (a, b) in g32.iter().zip(&grad) {
+            assert!((f64::from(*a) - b).abs() < 1e-4);
+        }
+    }
+}
