@@ -530,6 +530,9 @@ pub struct TrainedModel {
     pub summary: TrainingSummary,
     /// One entry per epoch run.
     pub history: Vec<EpochStats>,
+    /// Validation loss of the initial parameters, before any update (the start of the loss
+    /// curve); `None` without validation windows.
+    pub initial_val_loss: Option<f32>,
     /// Rows used for training.
     pub train_rows: Range<usize>,
     /// Rows held out for validation (the end of the data).
@@ -882,6 +885,15 @@ fn fit<T: Float>(
     let batches = u32::try_from(order.len().div_ceil(cap)).unwrap_or(u32::MAX);
     let clip = cfg.clip_norm.map(of);
 
+    let initial = eval_windows(
+        &spec,
+        &lay,
+        &params,
+        &mut ws,
+        &prep,
+        &prep.val_starts,
+        &mut clean,
+    );
     let mut history: Vec<EpochStats> = Vec::new();
     let mut best = params.clone();
     let mut best_metric = f64::INFINITY;
@@ -1025,7 +1037,670 @@ fn fit<T: Float>(
         params: best.iter().map(|v| v.to_f32()).collect(),
         summary,
         history,
+        initial_val_loss: initial.map(|v| v as f32),
         train_rows: prep.train_rows,
         val_rows: prep.val_rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sensorae::{Aggregate, DynDetector, ThresholdMethod};
+
+    use super::*;
+
+    const SKAB: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/skab/valve1/0.csv"
+    );
+    const TRAIN_ROWS: usize = 400;
+
+    /// SKAB valve1/0: 8 sensor columns (row-major) and the `anomaly` label of each row.
+    fn skab() -> (Vec<f32>, Vec<String>, Vec<bool>) {
+        let text = std::fs::read_to_string(SKAB).unwrap();
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap().split(';').collect();
+        let names = header[1..9].iter().map(|s| s.to_string()).collect();
+        let (mut data, mut labels) = (Vec::new(), Vec::new());
+        for line in lines.filter(|l| !l.trim().is_empty()) {
+            let f: Vec<&str> = line.split(';').collect();
+            data.extend(f[1..9].iter().map(|v| v.trim().parse::<f32>().unwrap()));
+            labels.push(f[9].trim().parse::<f32>().unwrap() > 0.5);
+        }
+        (data, names, labels)
+    }
+
+    fn quick(variant: Variant) -> TrainConfig {
+        TrainConfig {
+            window: 16,
+            hidden: 32,
+            latent: 8,
+            epochs: 30,
+            batch: 32,
+            lr: 3e-3,
+            patience: None,
+            ..TrainConfig::new(variant)
+        }
+    }
+
+    fn scoring(metric: ErrorMetric) -> Scoring {
+        Scoring {
+            metric,
+            aggregate: Aggregate::Mean,
+            kl_weight: 0.0,
+            ewma: 1.0,
+        }
+    }
+
+    fn bytes(model: &TrainedModel) -> Vec<u8> {
+        let threshold = Threshold {
+            value: 1.0,
+            method: ThresholdMethod::Fixed,
+            calibration_windows: 0,
+        };
+        let alarm = AlarmSpec {
+            on_after: 1,
+            off_after: 1,
+        };
+        let faults = FaultPolicy { hold_max: 0 };
+        model
+            .to_bytes("test", scoring(model.loss), threshold, alarm, faults, None)
+            .unwrap()
+    }
+
+    /// Raw window scores of every full window (hop 1), from the core's streaming detector.
+    fn detector_scores(model: &TrainedModel, data: &[f32]) -> Vec<f32> {
+        let mut det = DynDetector::from_bytes(&bytes(model)).unwrap();
+        let c = model.channels.len();
+        data.chunks_exact(c)
+            .filter_map(|row| det.push(row).score().map(|s| s.raw))
+            .collect()
+    }
+
+    /// The trainer's own deterministic forward pass and loss, per window, in f32.
+    fn trainer_scores(model: &TrainedModel, data: &[f32]) -> Vec<f32> {
+        let c = model.channels.len();
+        let w = usize::from(model.window.length);
+        let (n, h, z) = (
+            c * w,
+            model.layers.hidden as usize,
+            model.layers.latent as usize,
+        );
+        let lay = Layout::new(model.arch(), n, h, z);
+        let l = model.layers;
+        let spec = Spec {
+            acts: [l.encoder_hidden, l.code, l.decoder_hidden, l.output].map(Act::<f32>::new),
+            loss: model.loss,
+        };
+        let mut ws = Workspace::new(&lay, 1, false);
+        let norm: Vec<f32> = data
+            .chunks_exact(c)
+            .flat_map(|row| {
+                row.iter()
+                    .zip(&model.channels)
+                    .map(|(&v, ch)| (v - ch.offset) * (1.0 / ch.scale))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        (0..=data.len() / c - w)
+            .map(|s| {
+                net::eval_loss(
+                    &spec,
+                    &lay,
+                    &model.params,
+                    &mut ws,
+                    &norm[s * c..(s + w) * c],
+                    1,
+                )
+            })
+            .collect()
+    }
+
+    fn mean(v: impl IntoIterator<Item = f32>) -> f64 {
+        let (mut sum, mut count) = (0.0f64, 0usize);
+        for x in v {
+            sum += f64::from(x);
+            count += 1;
+        }
+        sum / count.max(1) as f64
+    }
+
+    /// Mean detector score of the test windows (after the training rows) ending on a labelled
+    /// anomaly row, and of those ending on a normal row.
+    fn anomaly_vs_normal(model: &TrainedModel, data: &[f32], labels: &[bool]) -> (f64, f64) {
+        let c = model.channels.len();
+        let w = usize::from(model.window.length);
+        let test = &data[TRAIN_ROWS * c..];
+        let scores = detector_scores(model, test);
+        let last_rows = &labels[TRAIN_ROWS + w - 1..];
+        let pick = |want: bool| {
+            scores
+                .iter()
+                .zip(last_rows)
+                .filter(move |(_, l)| **l == want)
+                .map(|(s, _)| *s)
+        };
+        (mean(pick(true)), mean(pick(false)))
+    }
+
+    fn fit_skab(cfg: &TrainConfig) -> (TrainedModel, Vec<f32>, Vec<bool>) {
+        let (data, names, labels) = skab();
+        let model = train(&data[..TRAIN_ROWS * names.len()], &names, cfg, &mut |_| {}).unwrap();
+        (model, data, labels)
+    }
+
+    #[test]
+    fn every_variant_learns_skab_and_scores_anomalies_higher() {
+        for variant in [
+            Variant::Plain,
+            Variant::Sparse,
+            Variant::Denoising,
+            Variant::Contractive,
+            Variant::Vae,
+        ] {
+            let (model, data, labels) = fit_skab(&quick(variant));
+            let start = model.initial_val_loss.unwrap();
+            let best = model.summary.val_loss;
+            assert!(
+                best < 0.5 * start,
+                "{variant:?}: val loss {start} -> {best}"
+            );
+            let (anomalous, normal) = anomaly_vs_normal(&model, &data, &labels);
+            assert!(
+                anomalous > normal,
+                "{variant:?}: anomaly {anomalous} vs normal {normal}"
+            );
+        }
+    }
+
+    #[test]
+    fn exported_parameters_score_like_the_trainer() {
+        let (data, names, _) = skab();
+        let rows = &data[..200 * names.len()];
+        let cases = [
+            TrainConfig {
+                epochs: 3,
+                ..quick(Variant::Plain)
+            },
+            TrainConfig {
+                epochs: 3,
+                tied: true,
+                loss: ErrorMetric::Mae,
+                ..quick(Variant::Sparse)
+            },
+            TrainConfig {
+                epochs: 3,
+                ..quick(Variant::Vae)
+            },
+            TrainConfig {
+                epochs: 3,
+                loss: ErrorMetric::Bce,
+                output: Activation::Sigmoid,
+                encoder_hidden: Activation::Relu,
+                ..quick(Variant::Denoising)
+            },
+        ];
+        for cfg in cases {
+            let model = train(rows, &names, &cfg, &mut |_| {}).unwrap();
+            let probe = &data[300 * names.len()..360 * names.len()];
+            let device = detector_scores(&model, probe);
+            let host = trainer_scores(&model, probe);
+            assert_eq!(device.len(), host.len());
+            assert_eq!(device.len(), 60 - 16 + 1);
+            for (d, h) in device.iter().zip(&host) {
+                assert!(
+                    (d - h).abs() <= 1e-5 * h.abs().max(1e-3),
+                    "{cfg:?}: {d} vs {h}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn same_seed_gives_identical_parameters_and_another_seed_does_not() {
+        let (data, names, _) = skab();
+        let rows = &data[..200 * names.len()];
+        for variant in [Variant::Vae, Variant::Denoising] {
+            let cfg = TrainConfig {
+                epochs: 2,
+                seed: 42,
+                ..quick(variant)
+            };
+            let a = train(rows, &names, &cfg, &mut |_| {}).unwrap();
+            let b = train(rows, &names, &cfg, &mut |_| {}).unwrap();
+            let bits = |m: &TrainedModel| m.params.iter().map(|p| p.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b));
+            let c = train(rows, &names, &TrainConfig { seed: 43, ..cfg }, &mut |_| {}).unwrap();
+            assert_ne!(bits(&a), bits(&c));
+        }
+    }
+
+    /// Mean encoder hidden activation over the training windows.
+    fn mean_hidden(model: &TrainedModel, data: &[f32]) -> f64 {
+        let c = model.channels.len();
+        let w = usize::from(model.window.length);
+        let (n, h, z) = (
+            c * w,
+            model.layers.hidden as usize,
+            model.layers.latent as usize,
+        );
+        let lay = Layout::new(model.arch(), n, h, z);
+        let l = model.layers;
+        let spec = Spec {
+            acts: [l.encoder_hidden, l.code, l.decoder_hidden, l.output].map(Act::<f32>::new),
+            loss: model.loss,
+        };
+        let prep = prep::prepare(data, &names_of(model), w, 1, 0.2, model.scaling).unwrap();
+        let mut ws = Workspace::new(&lay, 1, false);
+        let mut total = 0.0;
+        for &s in &prep.train_starts {
+            net::forward(
+                &spec,
+                &lay,
+                &model.params,
+                &mut ws,
+                prep.window_at(s),
+                None,
+                1,
+            );
+            total += mean(ws.h1(1, h).iter().copied());
+        }
+        total / prep.train_starts.len() as f64
+    }
+
+    fn names_of(model: &TrainedModel) -> Vec<String> {
+        model.channels.iter().map(|c| c.name.clone()).collect()
+    }
+
+    #[test]
+    fn kl_sparsity_pulls_the_mean_hidden_activation_to_rho() {
+        let rho = 0.05;
+        let sigmoid = TrainConfig {
+            encoder_hidden: Activation::Sigmoid,
+            ..quick(Variant::Plain)
+        };
+        let sparse = TrainConfig {
+            variant: Variant::Sparse,
+            l1_code: 0.0,
+            sparsity: Some(Sparsity { rho, beta: 0.5 }),
+            ..sigmoid.clone()
+        };
+        let (dense_model, data, _) = fit_skab(&sigmoid);
+        let (sparse_model, _, _) = fit_skab(&sparse);
+        let train = &data[..TRAIN_ROWS * 8];
+        let free = mean_hidden(&dense_model, train);
+        let held = mean_hidden(&sparse_model, train);
+        let rho = f64::from(rho);
+        assert!(
+            (held - rho).abs() < 0.02,
+            "mean activation {held}, target {rho}"
+        );
+        assert!(
+            (free - rho).abs() > 5.0 * (held - rho).abs(),
+            "free {free}, sparse {held}"
+        );
+    }
+
+    #[test]
+    fn denoising_reconstructs_corrupted_windows_closer_to_the_clean_ones() {
+        let noise = Noise::Gaussian { sigma: 0.5 };
+        let den = TrainConfig {
+            noise,
+            ..quick(Variant::Denoising)
+        };
+        let plain = quick(Variant::Plain);
+        let (dm, data, _) = fit_skab(&den);
+        let (pm, _, _) = fit_skab(&plain);
+        // Corrupt the validation windows with the training noise, fixed across both models.
+        let rows = &data[..TRAIN_ROWS * 8];
+        let error = |model: &TrainedModel| {
+            let w = usize::from(model.window.length);
+            let prep = prep::prepare(rows, &names_of(model), w, 1, 0.2, model.scaling).unwrap();
+            let (n, h, z) = (
+                8 * w,
+                model.layers.hidden as usize,
+                model.layers.latent as usize,
+            );
+            let lay = Layout::new(model.arch(), n, h, z);
+            let l = model.layers;
+            let spec = Spec {
+                acts: [l.encoder_hidden, l.code, l.decoder_hidden, l.output].map(Act::<f32>::new),
+                loss: model.loss,
+            };
+            let mut ws = Workspace::new(&lay, 1, false);
+            let mut rng = ChaCha8Rng::seed_from_u64(9);
+            let mut gauss = Gauss { spare: None };
+            let mut total = 0.0;
+            for &s in &prep.val_starts {
+                let clean = prep.window_at(s);
+                let mut noisy = clean.to_vec();
+                corrupt(noise, &mut noisy, &prep, &mut rng, &mut gauss);
+                net::forward(&spec, &lay, &model.params, &mut ws, &noisy, None, 1);
+                total += mean(
+                    ws.xhat(1, n)
+                        .iter()
+                        .zip(clean)
+                        .map(|(y, x)| (y - x) * (y - x)),
+                );
+            }
+            total / prep.val_starts.len() as f64
+        };
+        let (d, p) = (error(&dm), error(&pm));
+        assert!(d < 0.9 * p, "denoising {d} vs plain {p}");
+    }
+
+    /// Mean squared Frobenius norm of the encoder Jacobian over the training windows, built
+    /// explicitly per window.
+    fn jacobian_norm(model: &TrainedModel, rows: &[f32]) -> f64 {
+        let w = usize::from(model.window.length);
+        let (n, h, z) = (
+            8 * w,
+            model.layers.hidden as usize,
+            model.layers.latent as usize,
+        );
+        let prep = prep::prepare(rows, &names_of(model), w, 1, 0.2, model.scaling).unwrap();
+        let lay = Layout::new(model.arch(), n, h, z);
+        let l = model.layers;
+        let spec = Spec {
+            acts: [l.encoder_hidden, l.code, l.decoder_hidden, l.output].map(Act::<f32>::new),
+            loss: model.loss,
+        };
+        let (w1, w2) = (&model.params[lay.w1.clone()], &model.params[lay.w2.clone()]);
+        let mut ws = Workspace::new(&lay, 1, false);
+        let mut total = 0.0f64;
+        for &s in &prep.train_starts {
+            net::forward(
+                &spec,
+                &lay,
+                &model.params,
+                &mut ws,
+                prep.window_at(s),
+                None,
+                1,
+            );
+            let h1 = ws.h1(1, h);
+            // Tanh hidden, linear code: J = W2 diag(1 - h1^2) W1.
+            for k in 0..z {
+                for i in 0..n {
+                    let j_ki: f32 = (0..h)
+                        .map(|j| w2[j * z + k] * (1.0 - h1[j] * h1[j]) * w1[i * h + j])
+                        .sum();
+                    total += f64::from(j_ki * j_ki);
+                }
+            }
+        }
+        total / prep.train_starts.len() as f64
+    }
+
+    #[test]
+    fn contractive_penalty_lowers_the_encoder_jacobian_norm() {
+        let with = TrainConfig {
+            contractive: 0.05,
+            ..quick(Variant::Contractive)
+        };
+        let without = quick(Variant::Plain);
+        let (cm, data, _) = fit_skab(&with);
+        let (pm, _, _) = fit_skab(&without);
+        let rows = &data[..TRAIN_ROWS * 8];
+        let (jc, jp) = (jacobian_norm(&cm, rows), jacobian_norm(&pm, rows));
+        assert!(jc < 0.5 * jp, "contractive {jc} vs plain {jp}");
+    }
+
+    #[test]
+    fn vae_kl_is_finite_and_falls_with_larger_beta() {
+        let kl = |beta: f32| {
+            let cfg = TrainConfig {
+                beta,
+                kl_warmup_epochs: 3,
+                ..quick(Variant::Vae)
+            };
+            let (model, _, _) = fit_skab(&cfg);
+            model.history.last().unwrap().kl
+        };
+        let (low, high) = (kl(0.1), kl(2.0));
+        assert!(low.is_finite() && high.is_finite());
+        assert!(
+            high < 0.7 * low,
+            "KL with beta 2: {high}, with beta 0.1: {low}"
+        );
+    }
+
+    #[test]
+    fn progress_reports_every_batch_and_each_epoch_end() {
+        let (data, names, _) = skab();
+        let cfg = TrainConfig {
+            epochs: 2,
+            batch: 64,
+            ..quick(Variant::Plain)
+        };
+        let mut reports = Vec::new();
+        let model = train(&data[..200 * 8], &names, &cfg, &mut |p| reports.push(*p)).unwrap();
+        // 160 training rows -> 145 windows -> 3 batches of 64, plus one epoch-end report.
+        assert_eq!(reports.len(), 2 * 4);
+        assert_eq!((reports[0].batch, reports[0].batches), (1, 3));
+        assert!(reports[0].val_loss.is_none() && reports[3].val_loss.is_some());
+        assert_eq!(model.history.len(), 2);
+        assert_eq!(model.summary.train_windows, 145);
+        assert_eq!(model.train_rows, 0..160);
+        assert_eq!(model.val_rows, 160..200);
+    }
+
+    #[test]
+    fn early_stopping_keeps_the_best_epoch() {
+        let (data, names, _) = skab();
+        let cfg = TrainConfig {
+            epochs: 60,
+            lr: 0.05,
+            patience: Some(2),
+            ..quick(Variant::Plain)
+        };
+        let model = train(&data[..200 * 8], &names, &cfg, &mut |_| {}).unwrap();
+        let vals: Vec<f32> = model.history.iter().map(|e| e.val_loss.unwrap()).collect();
+        let best = vals.iter().copied().fold(f32::INFINITY, f32::min);
+        assert_eq!(model.summary.val_loss, best);
+        // The kept parameters are the best epoch's: their validation loss is the best one.
+        let val = &data[160 * 8..200 * 8];
+        let again = mean(trainer_scores(&model, val));
+        assert!((again - f64::from(best)).abs() < 1e-4 * f64::from(best));
+        if model.history.len() < 60 {
+            let last_two = &vals[vals.len() - 2..];
+            assert!(last_two.iter().all(|&v| v >= best));
+        }
+    }
+
+    #[test]
+    fn bad_settings_name_the_knob_and_what_is_allowed() {
+        let names: Vec<String> = vec!["a".into()];
+        let data = vec![0.0f32; 100];
+        let err = |cfg: TrainConfig| match train(&data, &names, &cfg, &mut |_| {}) {
+            Err(TrainError::Config { knob, allowed, .. }) => (knob, allowed),
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        let d = TrainConfig::default();
+        assert_eq!(
+            err(TrainConfig {
+                hop: 0,
+                ..d.clone()
+            })
+            .0,
+            "hop"
+        );
+        assert_eq!(
+            err(TrainConfig {
+                loss: ErrorMetric::Bce,
+                ..d.clone()
+            })
+            .0,
+            "output"
+        );
+        let bce = TrainConfig {
+            loss: ErrorMetric::Bce,
+            output: Activation::Sigmoid,
+            ..d.clone()
+        };
+        assert_eq!(
+            err(TrainConfig {
+                scaling: Some(Scaling::Standard),
+                ..bce.clone()
+            })
+            .0,
+            "scaling"
+        );
+        assert_eq!(bce.effective_scaling(), Scaling::MinMax);
+        assert_eq!(
+            err(TrainConfig {
+                tied: true,
+                ..TrainConfig::new(Variant::Vae)
+            })
+            .0,
+            "tied"
+        );
+        let kl = TrainConfig {
+            sparsity: Some(Sparsity {
+                rho: 0.05,
+                beta: 1.0,
+            }),
+            ..TrainConfig::new(Variant::Sparse)
+        };
+        assert_eq!(err(kl).0, "encoder_hidden");
+        assert_eq!(
+            err(TrainConfig {
+                noise: Noise::Masking { p: 0.2 },
+                ..d.clone()
+            })
+            .0,
+            "variant"
+        );
+        assert_eq!(
+            err(TrainConfig {
+                noise: Noise::None,
+                ..TrainConfig::new(Variant::Denoising)
+            })
+            .0,
+            "noise"
+        );
+        assert_eq!(
+            err(TrainConfig {
+                contractive: 0.0,
+                ..TrainConfig::new(Variant::Contractive)
+            })
+            .0,
+            "contractive"
+        );
+        assert_eq!(
+            err(TrainConfig {
+                val_fraction: 0.95,
+                ..d.clone()
+            })
+            .0,
+            "val_fraction"
+        );
+        let (knob, allowed) = err(TrainConfig {
+            encoder_hidden: Activation::LeakyRelu { slope: 1.5 },
+            ..d.clone()
+        });
+        assert_eq!(
+            (knob, allowed),
+            ("encoder_hidden", "a leaky ReLU slope in [0, 1)")
+        );
+    }
+
+    #[test]
+    fn too_few_rows_says_how_many_a_window_needs() {
+        let names: Vec<String> = vec!["a".into(), "b".into()];
+        let data = vec![1.0f32; 2 * 20];
+        let cfg = TrainConfig {
+            window: 16,
+            ..TrainConfig::default()
+        };
+        let e = train(&data, &names, &cfg, &mut |_| {}).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TrainError::TooFewWindows {
+                    part: "validation",
+                    window: 16,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("16 consecutive rows"), "{e}");
+        let e = train(
+            &data,
+            &names,
+            &TrainConfig {
+                window: 17,
+                val_fraction: 0.0,
+                ..cfg
+            },
+            &mut |_| {},
+        );
+        assert!(matches!(
+            e,
+            Err(TrainError::TooFewWindows {
+                part: "training",
+                ..
+            })
+        ));
+        let e = train(&data[..3], &names, &TrainConfig::default(), &mut |_| {});
+        assert!(matches!(
+            e,
+            Err(TrainError::Shape {
+                values: 3,
+                channels: 2
+            })
+        ));
+    }
+
+    #[test]
+    fn missing_values_skip_windows_and_training_without_validation_works() {
+        let names: Vec<String> = vec!["a".into()];
+        let mut data: Vec<f32> = (0..60).map(|i| (i as f32 * 0.3).sin()).collect();
+        data[30] = f32::NAN;
+        let cfg = TrainConfig {
+            window: 4,
+            epochs: 2,
+            val_fraction: 0.0,
+            ..TrainConfig::default()
+        };
+        let model = train(&data, &names, &cfg, &mut |_| {}).unwrap();
+        // 57 windows, minus the 4 that contain row 30.
+        assert_eq!(model.summary.train_windows, 53);
+        assert!(model.summary.val_loss.is_nan() && model.initial_val_loss.is_none());
+        assert!(model.history.iter().all(|e| e.val_loss.is_none()));
+    }
+
+    #[test]
+    fn ranges_must_match_the_channels() {
+        let names: Vec<String> = vec!["a".into()];
+        let data: Vec<f32> = (0..60).map(|i| (i as f32 * 0.3).sin()).collect();
+        let cfg = TrainConfig {
+            window: 4,
+            epochs: 1,
+            ..TrainConfig::default()
+        };
+        let model = train(&data, &names, &cfg, &mut |_| {}).unwrap();
+        let t = Threshold {
+            value: 1.0,
+            method: ThresholdMethod::Fixed,
+            calibration_windows: 0,
+        };
+        let a = AlarmSpec {
+            on_after: 1,
+            off_after: 1,
+        };
+        let f = FaultPolicy { hold_max: 0 };
+        let s = scoring(ErrorMetric::Mse);
+        let two = [(-1.0, 1.0), (-1.0, 1.0)];
+        assert!(matches!(
+            model.to_bytes("m", s, t, a, f, Some(&two)),
+            Err(TrainError::Config { knob: "ranges", .. })
+        ));
+        let bytes = model.to_bytes("m", s, t, a, f, Some(&two[..1])).unwrap();
+        let view = sensorae::ModelView::from_bytes(&bytes).unwrap();
+        assert_eq!(view.header().training, model.summary);
+        let bce = model.to_bytes("m", scoring(ErrorMetric::Bce), t, a, f, None);
+        assert!(matches!(bce, Err(TrainError::Encode(_))));
+    }
 }

@@ -391,10 +391,33 @@ fn mt<T: Float>(s: &[T], rows: usize, cols: usize) -> View<'_, T> {
 
 /// `out = alpha * a * b + beta * out`, `out` being the `a.nrows() x b.ncols()` matrix at the
 /// start of `out`.
+///
+/// nalgebra 0.35 hands a product to matrixmultiply only when every dimension exceeds 5; below
+/// that its `gemv` fallback walks a strided column by its *slice* length and reads past the
+/// vector when the row stride is not 1 (our transposed views). Small products therefore take
+/// a plain loop here.
 fn gemm<T: Float>(out: &mut [T], alpha: T, a: View<'_, T>, b: View<'_, T>, beta: T) {
-    let (r, c) = (a.nrows(), b.ncols());
-    let mut o = DMatrixViewMut::from_slice(&mut out[..r * c], r, c);
-    o.gemm(alpha, &a, &b, beta);
+    const SMALL: usize = 5;
+    let (r, k, c) = (a.nrows(), a.ncols(), b.ncols());
+    let out = &mut out[..r * c];
+    if r > SMALL && c > SMALL && k > SMALL {
+        let mut o = DMatrixViewMut::from_slice(out, r, c);
+        o.gemm(alpha, &a, &b, beta);
+        return;
+    }
+    for (j, col) in out.chunks_exact_mut(r).enumerate() {
+        if beta == T::of(0.0) {
+            col.iter_mut().for_each(|v| *v = T::of(0.0));
+        } else {
+            col.iter_mut().for_each(|v| *v *= beta);
+        }
+        for l in 0..k {
+            let blj = alpha * b[(l, j)];
+            for (i, v) in col.iter_mut().enumerate() {
+                *v += a[(i, l)] * blj;
+            }
+        }
+    }
 }
 
 /// Adds `b` to every column of the `rows x cols` matrix `y`.
@@ -932,6 +955,8 @@ mod tests {
         kl: f64,
         noisy: bool,
         sample: bool,
+        /// N, H, Z, batch.
+        dims: [usize; 4],
     }
 
     const BASE: Case = Case {
@@ -945,9 +970,12 @@ mod tests {
         kl: 0.0,
         noisy: false,
         sample: false,
+        dims: [N, H, Z, B],
     };
 
     struct Problem {
+        n: usize,
+        b: usize,
         spec: Spec<f64>,
         lay: Layout,
         pen: Penalties<f64>,
@@ -959,11 +987,12 @@ mod tests {
 
     fn problem(c: Case, seed: u64) -> Problem {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let lay = Layout::new(c.arch, N, H, Z);
+        let [n, h, z, b] = c.dims;
+        let lay = Layout::new(c.arch, n, h, z);
         let params: Vec<f64> = (0..lay.total)
             .map(|_| rng.random_range(-0.8..0.8))
             .collect();
-        let target: Vec<f64> = (0..N * B)
+        let target: Vec<f64> = (0..n * b)
             .map(|_| {
                 if c.loss == ErrorMetric::Bce {
                     rng.random_range(0.05..0.95)
@@ -983,8 +1012,10 @@ mod tests {
         };
         let eps = c
             .sample
-            .then(|| (0..Z * B).map(|_| rng.random_range(-2.0..2.0)).collect());
+            .then(|| (0..z * b).map(|_| rng.random_range(-2.0..2.0)).collect());
         Problem {
+            n,
+            b,
             spec: Spec {
                 acts: c.acts.map(Act::new),
                 loss: c.loss,
@@ -1014,7 +1045,7 @@ mod tests {
             input: &pb.input,
             target: &pb.target,
             eps: pb.eps.as_deref(),
-            cols: B,
+            cols: pb.b,
         };
         loss_and_grad(&pb.spec, &pb.lay, &pb.pen, params, ws, batch, grad)
     }
@@ -1023,12 +1054,12 @@ mod tests {
     /// gradient entry.
     fn gradient_error(c: Case, seed: u64) -> f64 {
         let pb = problem(c, seed);
-        let mut ws = Workspace::new(&pb.lay, B, c.contractive > 0.0);
+        let mut ws = Workspace::new(&pb.lay, pb.b, c.contractive > 0.0);
         let mut grad = vec![0.0; pb.lay.total];
         let mut scratch = vec![0.0; pb.lay.total];
         objective(&pb, &pb.params, &mut ws, &mut grad);
         if c.loss == ErrorMetric::Mae {
-            let xhat = ws.xhat(B, N);
+            let xhat = ws.xhat(pb.b, pb.n);
             let kink = xhat
                 .iter()
                 .zip(&pb.target)
@@ -1106,6 +1137,10 @@ mod tests {
         vae_mae: Case { arch: Arch::Vae, kl: 0.7, sample: true, loss: ErrorMetric::Mae, ..BASE };
         vae_bce_relu: Case { arch: Arch::Vae, kl: 0.7, sample: true, loss: ErrorMetric::Bce, acts: [A::Relu, A::Linear, A::Relu, A::Sigmoid], ..BASE };
         vae_sigmoid_decay: Case { arch: Arch::Vae, kl: 1.5, wd: 0.2, sample: true, acts: [A::Sigmoid, A::Linear, A::Sigmoid, A::Tanh], ..BASE };
+        small_dense_single_sample: Case { dims: [4, 3, 2, 1], ..BASE };
+        small_tied_contractive: Case { arch: Arch::Tied, contractive: 0.5, dims: [8, 7, 2, 3], acts: [A::Tanh, A::Sigmoid, A::Tanh, A::Linear], ..BASE };
+        small_vae_single_sample: Case { arch: Arch::Vae, kl: 0.7, sample: true, dims: [8, 7, 2, 1], ..BASE };
+        small_sparse_kl_wide_input: Case { sparsity: Some((0.1, 0.5)), l1: 0.2, dims: [12, 4, 3, 5], acts: [A::Sigmoid, A::Linear, A::Tanh, A::Linear], ..BASE };
         vae_mean_decoding: Case { arch: Arch::Vae, kl: 0.7, sample: false, ..BASE };
     }
 
