@@ -1,0 +1,392 @@
+//! `sensorae bench skab`: the Skoltech Anomaly Benchmark's outlier-detection protocol.
+//!
+//! Each of the 34 labelled files is its own problem: the first 400 rows are the training part
+//! (the scaler and the model are fitted on them, the threshold comes from held-out windows at
+//! their end), rows 400 on are the test part. F1, FAR and MAR are pointwise over the test rows
+//! of all files together.
+
+use std::path::{Path, PathBuf};
+
+use sensorae::{Activation, DynDetector, ErrorMetric};
+
+use crate::{
+    commands::train::TrainArgs,
+    data::{self, CsvOptions, Table},
+    error::{Error, Result},
+    fit::{self, FitOptions},
+    metrics::Confusion,
+};
+
+/// Rows of each file used for training.
+pub const TRAIN_ROWS: usize = 400;
+
+/// The published SKAB leaderboard (outlier detection), from the SKAB README: name, F1, FAR %,
+/// MAR %.
+pub const LEADERBOARD: [(&str, f64, f64, f64); 6] = [
+    ("Conv-AE", 0.78, 13.55, 28.02),
+    ("MSET", 0.78, 39.73, 14.13),
+    ("T-squared+Q (PCA)", 0.76, 26.62, 24.92),
+    ("LSTM-AE", 0.74, 29.96, 25.92),
+    ("Vanilla AE", 0.39, 2.59, 75.15),
+    ("Isolation forest", 0.29, 2.56, 82.89),
+];
+
+/// How predictions are aligned with rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alignment {
+    /// The streaming verdicts as `sensorae score` gives them.
+    Causal,
+    /// SKAB's notebooks: row i is flagged if the windows ending at rows i .. i+W-2 all exceed
+    /// the threshold. Looks ahead; not causal.
+    Leaderboard,
+}
+
+impl Alignment {
+    /// Lowercase name.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Alignment::Causal => "causal",
+            Alignment::Leaderboard => "leaderboard",
+        }
+    }
+}
+
+/// One result row of the benchmark.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BenchRow {
+    /// Variant name, or `no-model` for the baseline.
+    pub variant: String,
+    /// `causal` or `leaderboard`.
+    pub alignment: &'static str,
+    /// F1 = TP / (TP + (FP + FN) / 2).
+    pub f1: f64,
+    /// False-alarm rate, percent.
+    pub far: f64,
+    /// Missed-alarm rate, percent.
+    pub mar: f64,
+}
+
+/// The labelled files in the benchmark's order: `valve1`, `valve2`, `other`, numerically.
+///
+/// # Errors
+/// [`Error::Read`] when a folder is missing.
+pub fn skab_files(root: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for folder in ["valve1", "valve2", "other"] {
+        let dir = root.join(folder);
+        let entries = std::fs::read_dir(&dir).map_err(|source| Error::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut numbered: Vec<(u32, PathBuf)> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|p| {
+                let n = p.file_stem()?.to_str()?.parse::<u32>().ok()?;
+                (p.extension()? == "csv").then_some((n, p))
+            })
+            .collect();
+        numbered.sort();
+        files.extend(numbered.into_iter().map(|(_, p)| p));
+    }
+    Ok(files)
+}
+
+/// Per-row exceedance and alarm of one detector over a whole file.
+struct Streamed {
+    exceeds: Vec<bool>,
+    alarms: Vec<bool>,
+}
+
+fn stream(bytes: &[u8], table: &Table) -> Result<Streamed> {
+    let mut detector = DynDetector::from_bytes(bytes).map_err(|source| Error::Model {
+        path: "<in memory>".into(),
+        source,
+    })?;
+    let mut exceeds = Vec::with_capacity(table.rows());
+    let mut alarms = Vec::with_capacity(table.rows());
+    for i in 0..table.rows() {
+        let v = detector.push(table.row(i));
+        exceeds.push(v.score().is_some_and(|s| s.exceeds));
+        alarms.push(v.is_alarm());
+    }
+    Ok(Streamed { exceeds, alarms })
+}
+
+/// SKAB's look-ahead rule: row i is flagged if the windows ending at rows i ..= i + w - 2 all
+/// exceed; rows the rule cannot reach are not flagged.
+#[must_use]
+pub fn leaderboard_flags(exceeds: &[bool], window: usize) -> Vec<bool> {
+    let span = window.saturating_sub(1).max(1);
+    (0..exceeds.len())
+        .map(|i| {
+            exceeds
+                .get(i..i + span)
+                .is_some_and(|ws| ws.iter().all(|&e| e))
+        })
+        .collect()
+}
+
+/// Confusion counts of both alignments for one detector on one file's test rows.
+fn confusions(bytes: &[u8], table: &Table, window: usize) -> Result<[Confusion; 2]> {
+    let labels = table.labels.as_deref().unwrap_or(&[]);
+    let s = stream(bytes, table)?;
+    let lead = leaderboard_flags(&s.exceeds, window);
+    let test = TRAIN_ROWS.min(labels.len())..labels.len();
+    let labels = labels.get(test.clone()).unwrap_or(&[]);
+    Ok([
+        Confusion::from_alarms(s.alarms.get(test.clone()).unwrap_or(&[]), labels)?,
+        Confusion::from_alarms(lead.get(test).unwrap_or(&[]), labels)?,
+    ])
+}
+
+/// The no-model baseline of a fitted model: all weights zero and a linear output, so the
+/// score is the squared distance of the normalised window from the training mean; same
+/// normalisation, threshold rule and alarms.
+fn baseline(opts: &FitOptions, fitted: &fit::Fitted, values: &[f32], c: usize) -> Result<Vec<u8>> {
+    let mut model = fitted.model.clone();
+    model.params.iter_mut().for_each(|p| *p = 0.0);
+    model.layers.output = Activation::Linear;
+    model.loss = ErrorMetric::Mse;
+    model.scaling = sensorae::Scaling::Standard;
+    let mut opts = opts.clone();
+    opts.name = "no-model".to_owned();
+    let provisional = model.to_bytes(
+        "no-model",
+        sensorae::Scoring {
+            metric: ErrorMetric::Mse,
+            aggregate: opts.aggregate,
+            kl_weight: 0.0,
+            ewma: opts.ewma,
+        },
+        sensorae::Threshold {
+            value: f32::MAX,
+            method: sensorae::ThresholdMethod::Fixed,
+            calibration_windows: 0,
+        },
+        opts.alarm,
+        opts.faults,
+        None,
+    )?;
+    let held_out = if model.val_rows.is_empty() {
+        model.train_rows.clone()
+    } else {
+        model.val_rows.clone()
+    };
+    let rows = values
+        .get(held_out.start * c..held_out.end * c)
+        .unwrap_or(&[]);
+    let scores = fit::window_scores(&provisional, rows, c);
+    let cal = crate::calibrate::calibrate(&scores, &opts.threshold)?;
+    Ok(model.to_bytes(
+        "no-model",
+        sensorae::Scoring {
+            metric: ErrorMetric::Mse,
+            aggregate: opts.aggregate,
+            kl_weight: 0.0,
+            ewma: opts.ewma,
+        },
+        sensorae::Threshold {
+            value: cal.threshold,
+            method: cal.method,
+            calibration_windows: u32::try_from(scores.len()).unwrap_or(u32::MAX),
+        },
+        opts.alarm,
+        opts.faults,
+        None,
+    )?)
+}
+
+/// Runs the protocol for one variant's settings; returns its rows and the baseline's.
+///
+/// # Errors
+/// Data, training and calibration errors naming the file.
+pub fn run_variant(
+    files: &[PathBuf],
+    opts: &FitOptions,
+    progress: &mut dyn FnMut(&Path),
+) -> Result<(Vec<BenchRow>, Vec<BenchRow>)> {
+    let mut ours = [Confusion::default(); 2];
+    let mut base = [Confusion::default(); 2];
+    let window = usize::from(opts.train.window);
+    for path in files {
+        progress(path);
+        let table = data::read_csv(path, &CsvOptions::skab())?;
+        let c = table.channels.len();
+        let train = table
+            .values
+            .get(..TRAIN_ROWS.min(table.rows()) * c)
+            .unwrap_or(&[]);
+        let fitted =
+            fit::fit(train, &table.channels, opts, &mut |_| {}).map_err(|e| Error::Mismatch {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        let [a, b] = confusions(&fitted.bytes, &table, window)?;
+        ours[0] += a;
+        ours[1] += b;
+        let base_bytes = baseline(opts, &fitted, train, c)?;
+        let [a, b] = confusions(&base_bytes, &table, window)?;
+        base[0] += a;
+        base[1] += b;
+    }
+    let rows = |name: &str, cs: [Confusion; 2]| {
+        [Alignment::Causal, Alignment::Leaderboard]
+            .into_iter()
+            .zip(cs)
+            .map(|(al, c)| BenchRow {
+                variant: name.to_owned(),
+                alignment: al.name(),
+                f1: c.f1().unwrap_or(0.0),
+                far: 100.0 * c.false_alarm_rate().unwrap_or(0.0),
+                mar: 100.0 * c.missed_alarm_rate().unwrap_or(0.0),
+            })
+            .collect::<Vec<_>>()
+    };
+    Ok((
+        rows(opts.train.variant.name(), ours),
+        rows("no-model", base),
+    ))
+}
+
+/// The benchmark's fixed settings for a variant, chosen before looking at any test result:
+/// see the README's SKAB section for the reasoning.
+///
+/// # Errors
+/// [`Error::Usage`] if the variant's knobs do not parse.
+pub fn default_options(variant: &str) -> Result<FitOptions> {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+    let mut argv = vec![
+        "bench",
+        "--data",
+        "-",
+        "--out",
+        "skab.snae",
+        "--variant",
+        variant,
+        "--window",
+        "16",
+        "--hidden",
+        "32",
+        "--latent",
+        "8",
+        "--epochs",
+        "60",
+        "--batch",
+        "32",
+        "--val-fraction",
+        "0.25",
+        "--patience",
+        "10",
+        "--threshold",
+        "sigma:3",
+        "--aggregate",
+        "max-channel",
+        "--alarm-on",
+        "2",
+        "--alarm-off",
+        "8",
+        "--seed",
+        "0",
+    ];
+    match variant {
+        "denoising" => argv.extend(["--noise", "gaussian:0.1"]),
+        "sparse" => argv.extend(["--l1-code", "1e-3"]),
+        "contractive" => argv.extend(["--contractive", "1e-3"]),
+        "vae" => argv.extend(["--beta", "0.1"]),
+        _ => {}
+    }
+    let w = Wrapper::try_parse_from(argv).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut opts = w.train.fit_options()?;
+    opts.name = format!("skab-{variant}");
+    Ok(opts)
+}
+
+/// Arguments of `sensorae bench skab`.
+#[derive(Debug, clap::Args)]
+pub struct SkabArgs {
+    /// The SKAB data folder (holding valve1, valve2 and other).
+    #[arg(long, default_value = "../shared/data/skab")]
+    pub data: PathBuf,
+    /// Variants to run, comma-separated: ae, sparse, denoising, contractive, vae.
+    #[arg(long, value_delimiter = ',', default_value = "ae")]
+    pub variant: Vec<String>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `sensorae bench skab` and prints its rows.
+///
+/// # Errors
+/// Data, training and calibration errors naming the file.
+pub fn run(args: &SkabArgs) -> Result<()> {
+    let files = skab_files(&args.data)?;
+    if files.len() != 34 {
+        return Err(Error::Usage(format!(
+            "{}: expected the 34 labelled SKAB files in valve1, valve2 and other, found {}",
+            args.data.display(),
+            files.len()
+        )));
+    }
+    let mut rows = Vec::new();
+    let mut baseline_rows = Vec::new();
+    for variant in &args.variant {
+        let opts = default_options(variant)?;
+        let started = std::time::Instant::now();
+        let (ours, base) = run_variant(&files, &opts, &mut |p| {
+            if !args.json {
+                eprint!("\r{variant}: {:<40}", p.display());
+            }
+        })?;
+        if !args.json {
+            eprintln!(
+                "\r{variant}: 34 files in {:.1} s{:40}",
+                started.elapsed().as_secs_f64(),
+                ""
+            );
+        }
+        rows.extend(ours);
+        if baseline_rows.is_empty() {
+            baseline_rows = base;
+        }
+    }
+    rows.extend(baseline_rows);
+    if args.json {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        }
+        return Ok(());
+    }
+    println!(
+        "SKAB outlier detection, 34 files, first {TRAIN_ROWS} rows of each for training, pointwise over the test rows"
+    );
+    println!(
+        "{:<20} {:<12} {:>6} {:>8} {:>8}",
+        "variant", "alignment", "F1", "FAR %", "MAR %"
+    );
+    for r in &rows {
+        println!(
+            "{:<20} {:<12} {:>6.3} {:>8.2} {:>8.2}",
+            r.variant, r.alignment, r.f1, r.far, r.mar
+        );
+    }
+    println!(
+        "published leaderboard (SKAB README; its alignment looks ahead like `leaderboard` above):"
+    );
+    for (name, f1, far, mar) in LEADERBOARD {
+        println!(
+            "{name:<20} {:<12} {f1:>6.2} {far:>8.2} {mar:>8.2}",
+            "published"
+        );
+    }
+    println!(
+        "`causal` is what `sensorae score` does live; `leaderboard` flags a row only if the next W-1 windows exceed too, so it is not causal."
+    );
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! `sensorae inspect`: what is in a model file.
+
+use std::{fmt::Write as _, path::PathBuf};
+
+use sensorae::{ModelView, ThresholdMethod};
+
+use crate::{
+    error::{Error, Result},
+    files,
+};
+
+/// Arguments of `sensorae inspect`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// Model file to describe (its checksum is verified).
+    pub model: PathBuf,
+}
+
+/// Describes a model file in a few aligned lines.
+///
+/// # Errors
+/// [`Error::Read`] or [`Error::Model`] naming the file.
+pub fn run(args: &InspectArgs) -> Result<String> {
+    let bytes = files::read(&args.model)?;
+    let view = ModelView::from_bytes(&bytes).map_err(|e| Error::Model {
+        path: args.model.clone(),
+        source: e.into(),
+    })?;
+    Ok(describe(&view, bytes.len()))
+}
+
+/// The description `inspect` prints.
+#[must_use]
+pub fn describe(view: &ModelView<'_>, file_bytes: usize) -> String {
+    let h = view.header();
+    let l = &h.layers;
+    let n = h.input();
+    let p = h.param_count();
+    let mut s = String::new();
+    let mut line = |k: &str, v: String| {
+        let _ = writeln!(s, "{k:<14} {v}");
+    };
+    line("name", h.name.to_owned());
+    line(
+        "variant",
+        format!(
+            "{}{} ({:?} inference)",
+            h.variant.name(),
+            if h.tied { ", tied weights" } else { "" },
+            h.arch()
+        ),
+    );
+    line(
+        "sizes",
+        format!(
+            "{} channels x window {} (hop {}) = {n} -> {} -> {} -> {} -> {n}",
+            h.window.channels, h.window.length, h.window.hop, l.hidden, l.latent, l.hidden
+        ),
+    );
+    line(
+        "activations",
+        format!(
+            "encoder {:?}, code {:?}, decoder {:?}, output {:?}",
+            l.encoder_hidden, l.code, l.decoder_hidden, l.output
+        ),
+    );
+    line(
+        "parameters",
+        format!("{p} ({} bytes of f32 weights)", p * 4),
+    );
+    line(
+        "file",
+        format!(
+            "{file_bytes} bytes, format v{}, CRC-32 verified",
+            sensorae::FORMAT_VERSION
+        ),
+    );
+    line("scaling", format!("{:?}", h.scaling));
+    let sc = &h.scoring;
+    let mut scoring = format!(
+        "{:?} entries, {:?} over the window",
+        sc.metric, sc.aggregate
+    );
+    if sc.kl_weight > 0.0 {
+        let _ = write!(scoring, ", + {} x KL", sc.kl_weight);
+    }
+    if sc.ewma < 1.0 {
+        let _ = write!(scoring, ", EWMA alpha {}", sc.ewma);
+    }
+    line("scoring", scoring);
+    let how = match h.threshold.method {
+        ThresholdMethod::Fixed => "set by hand".to_owned(),
+        ThresholdMethod::Quantile { q } => format!("quantile {q}"),
+        ThresholdMethod::Sigma { k } => format!("mean + {k} sigma"),
+        ThresholdMethod::Pot {
+            risk,
+            initial_quantile,
+        } => format!("peaks over threshold, risk {risk:e}, initial quantile {initial_quantile}"),
+    };
+    line(
+        "threshold",
+        format!(
+            "{} ({how}, on {} held-out windows)",
+            h.threshold.value, h.threshold.calibration_windows
+        ),
+    );
+    line(
+        "alarm",
+        format!(
+            "on after {} exceeding windows, off after {} normal ones",
+            h.alarm.on_after, h.alarm.off_after
+        ),
+    );
+    line(
+        "faults",
+        if h.faults.hold_max == 0 {
+            "a faulty sample restarts the window".to_owned()
+        } else {
+            format!(
+                "hold the last valid value for up to {} samples, then restart",
+                h.faults.hold_max
+            )
+        },
+    );
+    let t = &h.training;
+    line(
+        "training",
+        format!(
+            "{} epochs, train loss {}, validation loss {}, {} rows ({} train / {} validation windows), seed {}",
+            t.epochs, t.train_loss, t.val_loss, t.rows, t.train_windows, t.val_windows, t.seed
+        ),
+    );
+    let _ = writeln!(s, "channels:");
+    for (i, c) in view.channels().enumerate() {
+        let range = if c.min.is_finite() || c.max.is_finite() {
+            format!(", valid [{}, {}]", c.min, c.max)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "  {i:>2} {:<24} offset {}, scale {}{range}",
+            c.name, c.offset, c.scale
+        );
+    }
+    s
+}

@@ -1,0 +1,494 @@
+//! `sensorae train`: fit a model to recorded CSV data, calibrate it and write the model file.
+
+use std::{path::PathBuf, time::Duration};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sensorae::{Activation, Aggregate, AlarmSpec, ErrorMetric, FaultPolicy, Variant};
+
+use crate::{
+    calibrate::Method,
+    commands::score::parse_delimiter,
+    data::{self, CsvOptions},
+    error::{Error, Result},
+    files,
+    fit::{self, FitOptions, Fitted},
+    plot,
+    train::{EpochStats, Noise, Optimizer, Sparsity, TrainConfig},
+};
+
+/// Arguments of `sensorae train`.
+#[derive(Debug, clap::Args)]
+#[allow(clippy::struct_excessive_bools)] // reason: independent command-line switches
+pub struct TrainArgs {
+    /// Training CSV file (repeat for several; windows never span two files).
+    #[arg(long, required = true)]
+    pub data: Vec<PathBuf>,
+    /// Model file to write (atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Autoencoder family.
+    #[arg(long, default_value = "ae", value_parser = parse_variant)]
+    pub variant: Variant,
+    /// Window length in rows.
+    #[arg(long, default_value_t = 16)]
+    pub window: u16,
+    /// Rows between scored windows.
+    #[arg(long, default_value_t = 1)]
+    pub hop: u16,
+    /// Hidden layer width.
+    #[arg(long, default_value_t = 32)]
+    pub hidden: u32,
+    /// Code (latent) width.
+    #[arg(long, default_value_t = 8)]
+    pub latent: u32,
+    /// Hidden-layer activation: linear, relu, leaky-relu, sigmoid, tanh.
+    #[arg(long, default_value = "tanh", value_parser = parse_activation)]
+    pub activation: Activation,
+    /// Code activation.
+    #[arg(long, default_value = "linear", value_parser = parse_activation)]
+    pub code_activation: Activation,
+    /// Output activation (sigmoid is implied by --loss bce).
+    #[arg(long, value_parser = parse_activation)]
+    pub output_activation: Option<Activation>,
+    /// Slope of leaky-relu on the negative side.
+    #[arg(long, default_value_t = 0.01)]
+    pub leaky_slope: f32,
+    /// Reconstruction loss and score: mse, mae or bce (bce scales inputs to [0, 1]).
+    #[arg(long, default_value = "mse", value_parser = parse_loss)]
+    pub loss: ErrorMetric,
+    /// Decoder uses the encoder's transposed weights.
+    #[arg(long)]
+    pub tied: bool,
+    /// L2 weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Denoising corruption: gaussian:SIGMA, masking:P or salt-pepper:P.
+    #[arg(long, value_parser = parse_noise)]
+    pub noise: Option<Noise>,
+    /// Sparse: L1 weight on the code.
+    #[arg(long)]
+    pub l1_code: Option<f32>,
+    /// Sparse: KL sparsity RHO:BETA on the hidden layer (needs --activation sigmoid).
+    #[arg(long, value_parser = parse_sparsity)]
+    pub sparsity: Option<Sparsity>,
+    /// Contractive: weight of the squared Frobenius norm of the encoder Jacobian.
+    #[arg(long)]
+    pub contractive: Option<f32>,
+    /// VAE: weight of the KL term in the ELBO (beta-VAE).
+    #[arg(long)]
+    pub beta: Option<f32>,
+    /// VAE: epochs over which the KL weight ramps up from 0.
+    #[arg(long)]
+    pub kl_warmup: Option<u32>,
+    /// VAE: weight of the KL term added to the anomaly score.
+    #[arg(long, default_value_t = 0.0)]
+    pub kl_weight: f32,
+    /// Maximum epochs.
+    #[arg(long, default_value_t = 60)]
+    pub epochs: u32,
+    /// Windows per mini-batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch: u32,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// Optimiser: adam, or sgd:MOMENTUM.
+    #[arg(long, default_value = "adam", value_parser = parse_optimizer)]
+    pub optimizer: Optimizer,
+    /// Fraction of the training rows, from the end, held out for validation and calibration.
+    #[arg(long, default_value_t = 0.25)]
+    pub val_fraction: f32,
+    /// Stop after this many epochs without a better validation loss (0 = never).
+    #[arg(long, default_value_t = 10)]
+    pub patience: u32,
+    /// Clip the gradient to this global L2 norm.
+    #[arg(long)]
+    pub clip_norm: Option<f32>,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use only the first N rows of each file for training.
+    #[arg(long, conflicts_with = "train_fraction")]
+    pub train_rows: Option<usize>,
+    /// Use only the first fraction F of each file for training.
+    #[arg(long)]
+    pub train_fraction: Option<f64>,
+    /// Threshold method: quantile:Q, sigma:K or pot:RISK[:INITIAL_QUANTILE].
+    #[arg(long, default_value = "quantile:0.99")]
+    pub threshold: Method,
+    /// Window score: mean over all entries, or max-channel (largest per-channel error).
+    #[arg(long, default_value = "mean", value_parser = parse_aggregate)]
+    pub aggregate: Aggregate,
+    /// EWMA smoothing factor of the score in (0, 1]; 1 is off.
+    #[arg(long, default_value_t = 1.0)]
+    pub ewma: f32,
+    /// Consecutive exceeding windows that turn the alarm on.
+    #[arg(long, default_value_t = 1)]
+    pub alarm_on: u16,
+    /// Consecutive normal windows that turn it off.
+    #[arg(long, default_value_t = 1)]
+    pub alarm_off: u16,
+    /// Samples of a faulty channel bridged by holding its last value (0 restarts the window).
+    #[arg(long, default_value_t = 0)]
+    pub hold_max: u16,
+    /// Channels to use, in order (default: every numeric column but labels and times).
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Option<Vec<String>>,
+    /// Field delimiter (default: detected).
+    #[arg(long, value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
+    /// Label column to leave out of the channels.
+    #[arg(long)]
+    pub label_column: Option<String>,
+    /// Time column to leave out of the channels.
+    #[arg(long)]
+    pub time_column: Option<String>,
+    /// Save the loss curves as a PNG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Model name stored in the file (default: the output file's stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn usage(what: &str, found: &str, expected: &str) -> String {
+    format!("{what}: expected {expected}, found `{found}`")
+}
+
+/// Parses a variant name.
+///
+/// # Errors
+/// A message listing the variants.
+pub fn parse_variant(s: &str) -> std::result::Result<Variant, String> {
+    Ok(match s {
+        "ae" | "plain" => Variant::Plain,
+        "sparse" => Variant::Sparse,
+        "denoising" => Variant::Denoising,
+        "contractive" => Variant::Contractive,
+        "vae" => Variant::Vae,
+        _ => {
+            return Err(usage(
+                "variant",
+                s,
+                "ae, sparse, denoising, contractive or vae",
+            ));
+        }
+    })
+}
+
+/// Parses an activation name (`leaky-relu` takes its slope from `--leaky-slope`).
+///
+/// # Errors
+/// A message listing the activations.
+pub fn parse_activation(s: &str) -> std::result::Result<Activation, String> {
+    Ok(match s {
+        "linear" => Activation::Linear,
+        "relu" => Activation::Relu,
+        "leaky-relu" => Activation::LeakyRelu { slope: 0.01 },
+        "sigmoid" => Activation::Sigmoid,
+        "tanh" => Activation::Tanh,
+        _ => {
+            return Err(usage(
+                "activation",
+                s,
+                "linear, relu, leaky-relu, sigmoid or tanh",
+            ));
+        }
+    })
+}
+
+/// Parses a loss name.
+///
+/// # Errors
+/// A message listing the losses.
+pub fn parse_loss(s: &str) -> std::result::Result<ErrorMetric, String> {
+    Ok(match s {
+        "mse" => ErrorMetric::Mse,
+        "mae" | "l1" => ErrorMetric::Mae,
+        "bce" => ErrorMetric::Bce,
+        _ => return Err(usage("loss", s, "mse, mae or bce")),
+    })
+}
+
+/// Parses a window aggregate.
+///
+/// # Errors
+/// A message listing the aggregates.
+pub fn parse_aggregate(s: &str) -> std::result::Result<Aggregate, String> {
+    Ok(match s {
+        "mean" => Aggregate::Mean,
+        "max-channel" => Aggregate::MaxChannel,
+        _ => return Err(usage("aggregate", s, "mean or max-channel")),
+    })
+}
+
+fn number(what: &str, s: &str) -> std::result::Result<f32, String> {
+    s.parse::<f32>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| usage(what, s, "a number"))
+}
+
+/// Parses `gaussian:SIGMA`, `masking:P` or `salt-pepper:P`.
+///
+/// # Errors
+/// A message with the accepted forms.
+pub fn parse_noise(s: &str) -> std::result::Result<Noise, String> {
+    let (kind, level) = s.split_once(':').unwrap_or((s, ""));
+    let level = number("noise level", level)?;
+    Ok(match kind {
+        "gaussian" => Noise::Gaussian { sigma: level },
+        "masking" => Noise::Masking { p: level },
+        "salt-pepper" => Noise::SaltPepper { p: level },
+        _ => {
+            return Err(usage(
+                "noise",
+                s,
+                "gaussian:SIGMA, masking:P or salt-pepper:P",
+            ));
+        }
+    })
+}
+
+/// Parses `RHO:BETA`.
+///
+/// # Errors
+/// A message with the accepted form.
+pub fn parse_sparsity(s: &str) -> std::result::Result<Sparsity, String> {
+    let (rho, beta) = s
+        .split_once(':')
+        .ok_or_else(|| usage("sparsity", s, "RHO:BETA, e.g. 0.05:0.1"))?;
+    Ok(Sparsity {
+        rho: number("sparsity rho", rho)?,
+        beta: number("sparsity beta", beta)?,
+    })
+}
+
+/// Parses `adam` or `sgd:MOMENTUM`.
+///
+/// # Errors
+/// A message with the accepted forms.
+pub fn parse_optimizer(s: &str) -> std::result::Result<Optimizer, String> {
+    match s.split_once(':') {
+        None if s == "adam" => Ok(Optimizer::adam()),
+        None if s == "sgd" => Ok(Optimizer::Sgd { momentum: 0.9 }),
+        Some(("sgd", m)) => Ok(Optimizer::Sgd {
+            momentum: number("momentum", m)?,
+        }),
+        _ => Err(usage("optimizer", s, "adam, sgd or sgd:MOMENTUM")),
+    }
+}
+
+impl TrainArgs {
+    /// The trainer and fit settings these flags ask for.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when a knob does not belong to the chosen variant.
+    pub fn fit_options(&self) -> Result<FitOptions> {
+        let with_slope = |a: Activation| match a {
+            Activation::LeakyRelu { .. } => Activation::LeakyRelu {
+                slope: self.leaky_slope,
+            },
+            other => other,
+        };
+        let mut t = TrainConfig::new(self.variant);
+        t.window = self.window;
+        t.hop = self.hop;
+        t.hidden = self.hidden;
+        t.latent = self.latent;
+        t.encoder_hidden = with_slope(self.activation);
+        t.decoder_hidden = with_slope(self.activation);
+        t.code = with_slope(self.code_activation);
+        t.loss = self.loss;
+        t.output = match (self.output_activation, self.loss) {
+            (Some(a), _) => with_slope(a),
+            (None, ErrorMetric::Bce) => Activation::Sigmoid,
+            (None, _) => Activation::Linear,
+        };
+        t.tied = self.tied;
+        t.weight_decay = self.weight_decay;
+        let only = |flag: &str, variant: Variant| -> Result<()> {
+            if self.variant == variant {
+                Ok(())
+            } else {
+                Err(Error::Usage(format!(
+                    "--{flag} belongs to --variant {}, not {}",
+                    variant.name(),
+                    self.variant.name()
+                )))
+            }
+        };
+        if let Some(noise) = self.noise {
+            only("noise", Variant::Denoising)?;
+            t.noise = noise;
+        }
+        if let Some(l1) = self.l1_code {
+            only("l1-code", Variant::Sparse)?;
+            t.l1_code = l1;
+        }
+        if let Some(s) = self.sparsity {
+            only("sparsity", Variant::Sparse)?;
+            t.sparsity = Some(s);
+        }
+        if let Some(c) = self.contractive {
+            only("contractive", Variant::Contractive)?;
+            t.contractive = c;
+        }
+        if let Some(b) = self.beta {
+            only("beta", Variant::Vae)?;
+            t.beta = b;
+        }
+        if let Some(k) = self.kl_warmup {
+            only("kl-warmup", Variant::Vae)?;
+            t.kl_warmup_epochs = k;
+        }
+        if self.kl_weight != 0.0 {
+            only("kl-weight", Variant::Vae)?;
+        }
+        t.epochs = self.epochs;
+        t.batch = self.batch;
+        t.lr = self.lr;
+        t.optimizer = self.optimizer;
+        t.val_fraction = self.val_fraction;
+        t.patience = (self.patience > 0).then_some(self.patience);
+        t.clip_norm = self.clip_norm;
+        t.seed = self.seed;
+        let name = self.name.clone().unwrap_or_else(|| {
+            self.out
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "sensorae".to_owned())
+        });
+        Ok(FitOptions {
+            name,
+            train: t,
+            aggregate: self.aggregate,
+            ewma: self.ewma,
+            kl_weight: self.kl_weight,
+            threshold: self.threshold,
+            alarm: AlarmSpec {
+                on_after: self.alarm_on,
+                off_after: self.alarm_off,
+            },
+            faults: FaultPolicy {
+                hold_max: self.hold_max,
+            },
+            ranges: None,
+        })
+    }
+
+    fn csv_options(&self) -> CsvOptions {
+        CsvOptions {
+            delimiter: self.delimiter,
+            columns: self.columns.clone(),
+            label_column: self.label_column.clone(),
+            time_column: self.time_column.clone(),
+        }
+    }
+}
+
+/// Reads the training files, keeps each file's training part and joins them with one missing
+/// row between files, so that no training window spans two files.
+///
+/// # Errors
+/// Data errors naming the file, and [`Error::Mismatch`] when files have other channels.
+pub fn load_training_rows(
+    paths: &[PathBuf],
+    opts: &CsvOptions,
+    train_rows: Option<usize>,
+    train_fraction: Option<f64>,
+) -> Result<(Vec<String>, Vec<f32>)> {
+    let mut channels: Option<Vec<String>> = None;
+    let mut values = Vec::new();
+    for path in paths {
+        let table = data::read_csv(path, opts)?;
+        if let Some(first) = &channels {
+            if *first != table.channels {
+                return Err(Error::Mismatch {
+                    path: path.clone(),
+                    message: format!(
+                        "channels [{}] differ from the first file's [{}]",
+                        table.channels.join(", "),
+                        first.join(", ")
+                    ),
+                });
+            }
+            values.extend(std::iter::repeat_n(f32::NAN, first.len()));
+        }
+        let rows = match (train_rows, train_fraction) {
+            (Some(n), _) => n.min(table.rows()),
+            (None, Some(f)) if (0.0..=1.0).contains(&f) => {
+                // Rounded down: a fraction never takes a row it does not cover.
+                (table.rows() as f64 * f) as usize
+            }
+            (None, Some(f)) => {
+                return Err(Error::Usage(format!(
+                    "--train-fraction: expected a number in [0, 1], found {f}"
+                )));
+            }
+            (None, None) => table.rows(),
+        };
+        let c = table.channels.len();
+        values.extend_from_slice(table.values.get(..rows * c).unwrap_or(&table.values));
+        channels.get_or_insert(table.channels);
+    }
+    Ok((channels.unwrap_or_default(), values))
+}
+
+/// Runs `sensorae train` and returns the fitted model (already written to `--out`).
+///
+/// # Errors
+/// Usage, data, training, calibration and write errors.
+pub fn run(args: &TrainArgs) -> Result<Fitted> {
+    let opts = args.fit_options()?;
+    let (channels, values) = load_training_rows(
+        &args.data,
+        &args.csv_options(),
+        args.train_rows,
+        args.train_fraction,
+    )?;
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(u64::from(opts.train.epochs))
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} epoch {pos}/{len} [{bar:30}] {msg} ({elapsed}, ~{eta} left)",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let mut last_val = None;
+    let fitted = fit::fit(&values, &channels, &opts, &mut |p| {
+        if p.val_loss.is_some() {
+            last_val = p.val_loss;
+            bar.set_position(u64::from(p.epoch));
+        }
+        let val = last_val.map(|v| format!(" val {v:.4}")).unwrap_or_default();
+        bar.set_message(format!(
+            "batch {}/{} loss {:.4}{val}",
+            p.batch, p.batches, p.train_loss
+        ));
+    });
+    bar.finish_and_clear();
+    let fitted = fitted?;
+    if let Some(path) = &args.plot {
+        plot::plot_losses(path, &loss_points(&fitted.model.history), "training loss")?;
+    }
+    files::write_atomic(&args.out, &fitted.bytes)?;
+    Ok(fitted)
+}
+
+/// Per-epoch losses in the form the loss plot takes.
+#[must_use]
+pub fn loss_points(history: &[EpochStats]) -> Vec<(usize, f32, Option<f32>)> {
+    history
+        .iter()
+        .map(|e| (e.epoch as usize, e.train_loss, e.val_loss))
+        .collect()
+}
