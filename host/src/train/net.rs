@@ -251,7 +251,7 @@ pub(crate) struct Penalties<T> {
     pub sparsity: Option<(T, T)>,
     /// `lambda * ||J_f(x)||_F^2` of the encoder, batch-averaged.
     pub contractive: T,
-    /// VAE: weight of `KL(q(z|x) || N(0, I))` (beta times the warm-up factor).
+    /// VAE: weight of `KL(q(z|x) || N(0, I)) / N` (beta times the warm-up factor).
     pub kl: T,
 }
 
@@ -702,7 +702,8 @@ pub(crate) fn loss_and_grad<T: Float>(
     }
 
     if vae {
-        let beta = pen.kl;
+        // Per-entry ELBO: the KL is shared by the N entries the reconstruction averages over.
+        let beta = pen.kl / T::of(n as f64);
         let clamp = T::of(f64::from(LOGVAR_CLAMP));
         for i in 0..z * b {
             let mu = ws.code[i];
@@ -1235,7 +1236,7 @@ mod tests {
             "{} vs {core}",
             parts.kl
         );
-        assert!((parts.objective - parts.recon - parts.kl).abs() < 1e-12);
+        assert!((parts.objective - parts.recon - parts.kl / N as f64).abs() < 1e-12);
     }
 
     #[test]
