@@ -336,17 +336,21 @@ pub fn run(args: &SkabArgs) -> Result<()> {
     }
     let mut rows = Vec::new();
     let mut baseline_rows = Vec::new();
+    let live = !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     for variant in &args.variant {
         let opts = default_options(variant)?;
         let started = std::time::Instant::now();
         let (ours, base) = run_variant(&files, &opts, &mut |p| {
-            if !args.json {
+            if live {
                 eprint!("\r{variant}: {:<40}", p.display());
             }
         })?;
+        if live {
+            eprint!("\r");
+        }
         if !args.json {
             eprintln!(
-                "\r{variant}: 34 files in {:.1} s{:40}",
+                "{variant}: 34 files in {:.1} s{:40}",
                 started.elapsed().as_secs_f64(),
                 ""
             );
