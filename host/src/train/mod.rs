@@ -1456,7 +1456,7 @@ mod tests {
             let mut ws = Workspace::new(&lay, 1, false);
             let mut rng = ChaCha8Rng::seed_from_u64(9);
             let mut gauss = Gauss { spare: None };
-            let mut sq = |ws: &Workspace<f32>, clean: &[f32]| {
+            let sq = |ws: &Workspace<f32>, clean: &[f32]| {
                 mean(
                     ws.xhat(1, n)
                         .iter()
@@ -1801,5 +1801,63 @@ mod tests {
         assert_eq!(view.header().training, model.summary);
         let bce = model.to_bytes("m", scoring(ErrorMetric::Bce), t, a, f, None);
         assert!(matches!(bce, Err(TrainError::Encode(_))));
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// Epoch time on the whole SKAB file (C = 8, W = 16, H = 64, Z = 8, batch 32). Run with
+    /// `cargo test --release -p sensorae-host --lib train::speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing, run by hand in release mode"]
+    fn epoch_time_on_skab() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/data/skab/valve1/0.csv"
+        ))
+        .unwrap();
+        let mut lines = text.lines();
+        let names: Vec<String> = lines
+            .next()
+            .unwrap()
+            .split(';')
+            .skip(1)
+            .take(8)
+            .map(str::to_string)
+            .collect();
+        let data: Vec<f32> = lines
+            .filter(|l| !l.trim().is_empty())
+            .flat_map(|l| {
+                l.split(';')
+                    .skip(1)
+                    .take(8)
+                    .map(|v| v.parse::<f32>().unwrap())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for variant in [Variant::Plain, Variant::Contractive, Variant::Vae] {
+            let cfg = TrainConfig {
+                hidden: 64,
+                latent: 8,
+                epochs: 20,
+                patience: None,
+                ..TrainConfig::new(variant)
+            };
+            let model = train(&data, &names, &cfg, &mut |_| {}).unwrap();
+            let secs: f64 = model
+                .history
+                .iter()
+                .map(|e| e.elapsed.as_secs_f64())
+                .sum::<f64>()
+                / 20.0;
+            let windows = f64::from(model.summary.train_windows);
+            println!(
+                "{variant:?}: {:.2} ms/epoch, {windows} train windows, {:.0} samples/s",
+                secs * 1e3,
+                windows / secs
+            );
+        }
     }
 }

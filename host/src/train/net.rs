@@ -97,12 +97,12 @@ impl<T: Float> Act<T> {
         match self {
             Act::Linear => {}
             Act::Relu => ys.iter_mut().for_each(|y| {
-                if !(*y > zero) {
+                if *y <= zero {
                     *y = zero;
                 }
             }),
             Act::Leaky(s) => ys.iter_mut().for_each(|y| {
-                if !(*y > zero) {
+                if *y <= zero {
                     *y *= s;
                 }
             }),

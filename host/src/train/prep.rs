@@ -119,7 +119,7 @@ pub(crate) fn prepare(
     scaling: Scaling,
 ) -> Result<Prepared, TrainError> {
     let channels = names.len();
-    if channels == 0 || data.len() % channels != 0 {
+    if channels == 0 || !data.chunks_exact(channels).remainder().is_empty() {
         return Err(TrainError::Shape {
             values: data.len(),
             channels,
