@@ -1,0 +1,297 @@
+//! The `sensorae` binary end to end: outputs, one-line errors, exit codes, no partial files.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+fn sensorae(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sensorae"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run sensorae")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Runs the demo once into `dir` and returns the paths of its data and model.
+fn demo(dir: &Path) -> (PathBuf, PathBuf) {
+    let o = sensorae(&["demo", "--out", "d"], dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("spike") && out.contains("dropout") && out.contains("false alarms"),
+        "{out}"
+    );
+    for f in [
+        "demo.csv",
+        "demo.snae",
+        "scores.csv",
+        "scores.png",
+        "loss.png",
+    ] {
+        assert!(dir.join("d").join(f).is_file(), "{f} missing");
+    }
+    (dir.join("d/demo.csv"), dir.join("d/demo.snae"))
+}
+
+/// Asserts a failure: the exit code and one line on stderr containing every `needle`.
+fn assert_fails(o: &Output, code: i32, needles: &[&str]) {
+    assert_eq!(o.status.code(), Some(code), "{}", stderr(o));
+    let err = stderr(o);
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "`{n}` not in: {err}");
+    }
+}
+
+#[test]
+fn demo_train_score_eval_inspect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (csv, model) = demo(dir);
+    let csv = csv.to_str().unwrap();
+
+    let o = sensorae(
+        &[
+            "train",
+            "--data",
+            csv,
+            "--train-rows",
+            "3000",
+            "--out",
+            "m.snae",
+            "--epochs",
+            "5",
+            "--label-column",
+            "anomaly",
+            "--plot",
+            "loss.png",
+            "--quiet",
+        ],
+        dir,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(dir.join("m.snae").is_file() && dir.join("loss.png").is_file());
+
+    let o = sensorae(&["inspect", "m.snae"], dir);
+    let text = stdout(&o);
+    assert!(
+        text.contains("8 channels x window 16") && text.contains("CRC-32 verified"),
+        "{text}"
+    );
+
+    let o = sensorae(
+        &[
+            "score", "--model", "m.snae", "--data", csv, "--out", "s.csv",
+        ],
+        dir,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let scores = std::fs::read_to_string(dir.join("s.csv")).unwrap();
+    let rows = std::fs::read_to_string(csv).unwrap().lines().count() - 1;
+    assert_eq!(
+        scores.lines().count(),
+        rows + 1,
+        "one line per row plus the header"
+    );
+    assert!(scores.starts_with("row,score,threshold,alarm,fault,top_channel\n0,,"));
+
+    let o = sensorae(
+        &[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            csv,
+            "--json",
+        ],
+        dir,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let f1 = report["f1"].as_f64().unwrap();
+    assert!(f1 > 0.5 && f1 <= 1.0, "{report}");
+    assert!(report["roc_auc"].as_f64().unwrap() > 0.8, "{report}");
+}
+
+#[test]
+fn bad_inputs_get_one_line_errors_and_leave_no_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (csv, model) = demo(dir);
+    let (csv, model) = (csv.to_str().unwrap(), model.to_str().unwrap());
+
+    let o = sensorae(
+        &[
+            "score",
+            "--model",
+            "missing.snae",
+            "--data",
+            csv,
+            "--out",
+            "o.csv",
+        ],
+        dir,
+    );
+    assert_fails(&o, 1, &["missing.snae", "cannot read"]);
+
+    std::fs::write(dir.join("bad.csv"), "vib_de_mm_s,b\n1,2\n3,oops\n").unwrap();
+    let o = sensorae(&["train", "--data", "bad.csv", "--out", "o.snae"], dir);
+    assert_fails(&o, 1, &["bad.csv:3", "column `b`", "oops"]);
+
+    std::fs::write(dir.join("ragged.csv"), "a,b\n1,2\n3\n").unwrap();
+    let o = sensorae(&["train", "--data", "ragged.csv", "--out", "o.snae"], dir);
+    assert_fails(&o, 1, &["ragged.csv:3"]);
+
+    let mut bytes = std::fs::read(model).unwrap();
+    bytes[100] ^= 0x10;
+    std::fs::write(dir.join("corrupt.snae"), &bytes).unwrap();
+    let o = sensorae(
+        &[
+            "score",
+            "--model",
+            "corrupt.snae",
+            "--data",
+            csv,
+            "--out",
+            "o.csv",
+        ],
+        dir,
+    );
+    assert_fails(&o, 1, &["corrupt.snae", "checksum"]);
+    let o = sensorae(&["inspect", "corrupt.snae"], dir);
+    assert_fails(&o, 1, &["corrupt.snae", "checksum"]);
+
+    let o = sensorae(&["score", "--model", csv, "--data", csv], dir);
+    assert_fails(&o, 1, &["not a sensorae model file"]);
+
+    // A model for other channels: the data file lacks the model's columns.
+    let o = sensorae(
+        &[
+            "score", "--model", model, "--data", "bad.csv", "--out", "o.csv",
+        ],
+        dir,
+    );
+    assert_fails(&o, 1, &["bad.csv", "no column `vib_nde_mm_s`"]);
+
+    // Usage errors exit with 2.
+    let o = sensorae(
+        &[
+            "train",
+            "--data",
+            csv,
+            "--out",
+            "o.snae",
+            "--noise",
+            "gaussian:0.1",
+        ],
+        dir,
+    );
+    assert_fails(&o, 2, &["--noise", "denoising"]);
+    let o = sensorae(
+        &[
+            "train",
+            "--data",
+            csv,
+            "--out",
+            "o.snae",
+            "--threshold",
+            "median",
+        ],
+        dir,
+    );
+    assert_eq!(o.status.code(), Some(2));
+
+    for f in ["o.csv", "o.snae"] {
+        assert!(!dir.join(f).exists(), "{f} left behind");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn too_little_data_for_calibration_says_how_much_is_needed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut csv = String::from("a,b\n");
+    for i in 0..120 {
+        csv.push_str(&format!(
+            "{},{}\n",
+            (i as f32 * 0.3).sin(),
+            (i as f32 * 0.3).cos()
+        ));
+    }
+    std::fs::write(dir.join("short.csv"), csv).unwrap();
+    let o = sensorae(
+        &[
+            "train",
+            "--data",
+            "short.csv",
+            "--out",
+            "o.snae",
+            "--epochs",
+            "2",
+            "--threshold",
+            "quantile:0.99",
+        ],
+        dir,
+    );
+    assert_fails(&o, 1, &["calibration", "100"]);
+    assert!(!dir.join("o.snae").exists());
+}
+
+#[test]
+fn skab_bench_prints_both_alignments_and_the_baseline() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/skab");
+    let tmp = tempfile::tempdir().unwrap();
+    let o = sensorae(&["bench", "skab", "--data", data, "--json"], tmp.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let keys: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["variant"].as_str().unwrap().to_owned(),
+                r["alignment"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("ae", "causal"),
+            ("ae", "leaderboard"),
+            ("no-model", "causal"),
+            ("no-model", "leaderboard")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    for r in &rows {
+        let (f1, far, mar) = (
+            r["f1"].as_f64().unwrap(),
+            r["far"].as_f64().unwrap(),
+            r["mar"].as_f64().unwrap(),
+        );
+        assert!(
+            (0.0..=1.0).contains(&f1)
+                && (0.0..=100.0).contains(&far)
+                && (0.0..=100.0).contains(&mar),
+            "{r}"
+        );
+    }
+}
