@@ -30,9 +30,10 @@ fn main() -> ! {
     };
     let detector = DETECTOR.take();
     if let Err(e) = detector.load(MODEL) {
-        let mut line: String<160> = String::new();
-        let _ = write!(line, "error: cannot load the model: {e}\n");
-        let _ = out.write_all(line.as_bytes());
+        // Loud and fatal: a detector without its model must not report verdicts.
+        if let Ok(mut err) = hio::hstderr() {
+            let _ = writeln!(err, "error: cannot load the model: {e}");
+        }
         exit(false);
     }
     let threshold = detector.config().threshold.value;
@@ -92,7 +93,11 @@ fn write_field(line: &mut String<160>, s: &str) -> core::fmt::Result {
 }
 
 fn exit(success: bool) -> ! {
-    debug::exit(if success { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
+    debug::exit(if success {
+        debug::EXIT_SUCCESS
+    } else {
+        debug::EXIT_FAILURE
+    });
     // Only reached without a debugger or semihosting host.
     loop {
         cortex_m::asm::bkpt();

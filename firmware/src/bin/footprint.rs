@@ -47,11 +47,34 @@ fn main() -> ! {
         put("load_error", 1);
         exit(false);
     }
-    put("size_of_detector", core::mem::size_of::<ModelDetector>() as u32);
+    put(
+        "size_of_detector",
+        core::mem::size_of::<ModelDetector>() as u32,
+    );
     put("size_of_verdict", core::mem::size_of::<Verdict>() as u32);
+    let cfg = detector.config();
+    let (c, w) = (u32::from(cfg.window.channels), u32::from(cfg.window.length));
+    let (h, z) = (cfg.layers.hidden, cfg.layers.latent);
+    let n = c * w;
+    // Multiply-adds of the dense layers per window (the VAE adds a second H->Z head).
+    let heads = if cfg.arch() == sensorae::Arch::Vae {
+        2
+    } else {
+        1
+    };
+    put("channels", c);
+    put("window", w);
+    put("hidden", h);
+    put("latent", z);
+    let params = sensorae::param_count(cfg.arch(), n as usize, h as usize, z as usize);
+    put("params", params as u32);
+    put("macs", n * h + heads * h * z + z * h + h * n);
+    put("model_bytes", MODEL.len() as u32);
+    put("stream_bytes", STREAM.len() as u32);
 
     let top = paint();
-    let (mut scored, mut warm, mut scored_ticks, mut warm_ticks, mut max_ticks) = (0u32, 0u32, 0u64, 0u64, 0u32);
+    let (mut scored, mut warm, mut scored_ticks, mut warm_ticks, mut max_ticks) =
+        (0u32, 0u32, 0u64, 0u64, 0u32);
     let mut alarms = 0u32;
     for raw in STREAM.chunks_exact(4 * CHANNELS) {
         let mut sample = [f32::NAN; CHANNELS];
@@ -152,7 +175,11 @@ fn put(key: &str, value: u32) {
 }
 
 fn exit(success: bool) -> ! {
-    debug::exit(if success { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
+    debug::exit(if success {
+        debug::EXIT_SUCCESS
+    } else {
+        debug::EXIT_FAILURE
+    });
     loop {
         cortex_m::asm::bkpt();
     }

@@ -53,7 +53,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         name: "synthetic (deterministic, untrained)",
         variant: Variant::Plain,
         tied: false,
-        window: WindowSpec { channels: c, length: w, hop: 1 },
+        window: WindowSpec {
+            channels: c,
+            length: w,
+            hop: 1,
+        },
         layers: Layers {
             hidden: h,
             latent: z,
@@ -74,7 +78,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             method: ThresholdMethod::Fixed,
             calibration_windows: 0,
         },
-        alarm: AlarmSpec { on_after: 3, off_after: 5 },
+        alarm: AlarmSpec {
+            on_after: 3,
+            off_after: 5,
+        },
         faults: FaultPolicy { hold_max: 2 },
         training: TrainingSummary {
             epochs: 0,
@@ -102,6 +109,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let bytes = encode_to_vec(&header, &channels, &params)?;
     std::fs::write(out, &bytes)?;
-    eprintln!("wrote {out}: C={c} W={w} H={h} Z={z}, {} params, {} bytes", params.len(), bytes.len());
+    eprintln!(
+        "wrote {out}: C={c} W={w} H={h} Z={z}, {} params, {} bytes",
+        params.len(),
+        bytes.len()
+    );
     Ok(())
 }
