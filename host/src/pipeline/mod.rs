@@ -1,1 +1,637 @@
-//! (in progress)
+//! The streaming pipeline: sources -> per-stream windowing and scoring on worker threads ->
+//! sinks, over bounded [`crossbeam_channel`] queues.
+//!
+//! ```
+//! use sensorae_host::pipeline::{Builder, IterSource, MemorySink, ModelMap};
+//!
+//! let model = sensorae::testing::tiny_model_bytes(); // 2 channels, window 4
+//! let mut models = ModelMap::new();
+//! models.add_bytes("pump-*", "tiny", &model)?;
+//! // 4 interleaved streams of 25 samples each.
+//! let samples = (0..100).map(|t| (format!("pump-{}", t % 4), vec![(t as f32 * 0.1).sin(), 0.5]));
+//! let out = MemorySink::new();
+//! let report = Builder::new(models)
+//!     .workers(2)
+//!     .source(IterSource::new(samples))
+//!     .sink(out.clone())
+//!     .run()?;
+//! let m = &report.metrics;
+//! assert_eq!(m.samples_in, 100);
+//! assert_eq!(m.warming, 4 * 3); // each stream's first W - 1 samples
+//! assert!(m.balanced()); // in == scored + warming + faulted + dropped + unmatched + duplicates
+//! assert_eq!(out.records().len(), 100);
+//! # Ok::<(), sensorae_host::pipeline::PipelineError>(())
+//! ```
+//!
+//! # Streams and workers
+//! A stream (one sensor's samples, named by its id) needs its own window and alarm state, so
+//! each stream lives on exactly one worker: the source side hashes the id onto a worker
+//! ([`partition`], like Kafka's key partitioning) and each worker clones a detector per stream
+//! from the model whose pattern matches the id ([`ModelMap`]). Samples of one stream are scored
+//! in the order the source read them.
+//!
+//! # Batches
+//! Sources hand samples to a [`Router`], which sends them to workers in batches (up to
+//! [`Builder::batch`] samples, and whatever is pending whenever the source pauses), so the
+//! cost of a queue operation is shared by a batch: one channel operation per sample would cost
+//! about as much as scoring a small model.
+//!
+//! # Back-pressure
+//! Queues are bounded ([`Builder::queue`]). By default a full queue blocks the source
+//! ([`Backpressure::Block`]); with [`Backpressure::DropOldest`] the oldest queued batch is
+//! dropped instead, and every dropped sample is counted in [`MetricsSnapshot::dropped`].
+//!
+//! # Shutdown and accounting
+//! The pipeline stops at the end of every source's input, when the [`StopFlag`] is raised
+//! (Ctrl-C in the command line), or when a thread fails. Sources stop reading, then every queue
+//! drains: each sample that entered ends as scored, warming, faulted, dropped, unmatched (no
+//! model) or a duplicate, and [`MetricsSnapshot::balanced`] checks the sum. A failed or panicking
+//! thread raises a shared flag; sources stop, the queues drain, and [`Running::wait`] returns
+//! the error of the thread that failed first, never hangs.
+//!
+//! # Metrics
+//! [`Running::metrics`] (and [`Builder::metrics_every`]) give counters, queue depths and the
+//! p50/p99 time from ingestion (the router accepting a sample) to its verdict.
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod cli;
+mod error;
+mod metrics;
+mod models;
+pub mod mqtt;
+mod router;
+mod sink;
+mod source;
+mod worker;
+
+use core::{
+    any::Any,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+use std::{
+    sync::Arc,
+    thread::{self, JoinHandle},
+    time::Instant,
+};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+
+pub use error::{ErrorKind, PipelineError};
+pub use metrics::MetricsSnapshot;
+pub use models::{Model, ModelMap, glob_match};
+pub use router::{Backpressure, Router, Sample, StopFlag, fnv1a, partition};
+pub use sink::{CsvSink, JsonLines, MemorySink, Sink};
+pub use source::{CsvReplay, IterSource, LineFormat, LinesSource, NON_CHANNEL_COLUMNS, Source};
+pub use worker::{AlarmEvent, Emit, Record, RecordStatus};
+
+use metrics::Registry;
+use router::Shared;
+use worker::Worker;
+
+/// A function called with the metrics every period.
+pub type Reporter = Box<dyn FnMut(&MetricsSnapshot) + Send>;
+
+/// Sets up a pipeline: models, sources, sinks and sizes; then [`start`](Builder::start) or
+/// [`run`](Builder::run) it.
+pub struct Builder {
+    models: ModelMap,
+    sources: Vec<Box<dyn Source>>,
+    sinks: Vec<Box<dyn Sink>>,
+    workers: usize,
+    queue: usize,
+    batch: usize,
+    backpressure: Backpressure,
+    emit: Emit,
+    reporter: Option<(Duration, Reporter)>,
+    stop: StopFlag,
+    #[cfg(test)]
+    fail_worker_after: Option<u64>,
+}
+
+impl Builder {
+    /// A pipeline scoring with `models`, 2 workers, queues of 4096 samples per worker in batches
+    /// of 64, blocking back-pressure, a record per sample, no sources and no sinks yet.
+    #[must_use]
+    pub fn new(models: ModelMap) -> Self {
+        Builder {
+            models,
+            sources: Vec::new(),
+            sinks: Vec::new(),
+            workers: 2,
+            queue: 4096,
+            batch: 64,
+            backpressure: Backpressure::Block,
+            emit: Emit::All,
+            reporter: None,
+            stop: StopFlag::new(),
+            #[cfg(test)]
+            fail_worker_after: None,
+        }
+    }
+
+    /// Adds a source (each runs on its own thread).
+    #[must_use]
+    pub fn source(mut self, source: impl Source + 'static) -> Self {
+        self.sources.push(Box::new(source));
+        self
+    }
+
+    /// Adds a sink (all sinks run on one sink thread and get every record).
+    #[must_use]
+    pub fn sink(mut self, sink: impl Sink + 'static) -> Self {
+        self.sinks.push(Box::new(sink));
+        self
+    }
+
+    /// Number of worker threads (at least 1).
+    #[must_use]
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    /// Capacity of each worker's queue, in samples (rounded up to whole batches).
+    #[must_use]
+    pub fn queue(mut self, samples: usize) -> Self {
+        self.queue = samples.max(1);
+        self
+    }
+
+    /// Most samples per batch sent to a worker.
+    #[must_use]
+    pub fn batch(mut self, samples: usize) -> Self {
+        self.batch = samples.max(1);
+        self
+    }
+
+    /// What a source does when a worker's queue is full.
+    #[must_use]
+    pub fn backpressure(mut self, policy: Backpressure) -> Self {
+        self.backpressure = policy;
+        self
+    }
+
+    /// Which verdicts become records.
+    #[must_use]
+    pub fn emit(mut self, emit: Emit) -> Self {
+        self.emit = emit;
+        self
+    }
+
+    /// Calls `report` with the metrics every `period` while running.
+    #[must_use]
+    pub fn metrics_every(
+        mut self,
+        period: Duration,
+        report: impl FnMut(&MetricsSnapshot) + Send + 'static,
+    ) -> Self {
+        self.reporter = Some((period, Box::new(report)));
+        self
+    }
+
+    /// Uses `flag` to stop the pipeline (for example from a signal handler).
+    #[must_use]
+    pub fn stop_flag(mut self, flag: StopFlag) -> Self {
+        self.stop = flag;
+        self
+    }
+
+    #[cfg(test)]
+    fn fail_worker_after(mut self, n: u64) -> Self {
+        self.fail_worker_after = Some(n);
+        self
+    }
+
+    /// Starts every thread and returns at once.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] without models or sources, `Io` when a thread cannot start.
+    pub fn start(self) -> Result<Running, PipelineError> {
+        if self.models.is_empty() {
+            return Err(PipelineError::config("no model"));
+        }
+        if self.sources.is_empty() {
+            return Err(PipelineError::config("no source"));
+        }
+        let started = Instant::now();
+        let shared = Arc::new(Shared {
+            stop: self.stop.clone(),
+            failed: AtomicBool::new(false),
+            models: self.models,
+        });
+        let registry = Arc::new(Registry::default());
+        let batches = self.queue.div_ceil(self.batch).max(1);
+        let (sink_tx, sink_rx) = crossbeam_channel::bounded::<Vec<Record>>(4 * self.workers + 4);
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        let mut workers = Vec::new();
+        for id in 0..self.workers {
+            let (tx, rx) = crossbeam_channel::bounded::<Vec<Sample>>(batches);
+            let worker = Worker {
+                #[cfg(test)]
+                id,
+                input: rx.clone(),
+                output: sink_tx.clone(),
+                counters: registry.register(),
+                shared: Arc::clone(&shared),
+                emit: self.emit,
+                #[cfg(test)]
+                fail_after: self.fail_worker_after,
+            };
+            let sh = Arc::clone(&shared);
+            workers.push(spawn(
+                &format!("pipeline-worker-{id}"),
+                &shared,
+                move || {
+                    let r = worker.run();
+                    if r.is_err() {
+                        sh.failed.store(true, Ordering::SeqCst);
+                    }
+                    r
+                },
+            )?);
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        drop(sink_tx);
+        let mut sinks = self.sinks;
+        let sink_input = sink_rx.clone();
+        let sh = Arc::clone(&shared);
+        let sink = spawn("pipeline-sink", &shared, move || {
+            let r = run_sinks(&mut sinks, &sink_input);
+            if r.is_err() {
+                sh.failed.store(true, Ordering::SeqCst);
+            }
+            r
+        })?;
+        let mut sources = Vec::new();
+        for (i, mut source) in self.sources.into_iter().enumerate() {
+            let name = source.describe();
+            let drains = match self.backpressure {
+                Backpressure::Block => Vec::new(),
+                Backpressure::DropOldest => receivers.clone(),
+            };
+            let mut router = Router::new(
+                senders.clone(),
+                drains,
+                self.batch,
+                registry.register(),
+                Arc::clone(&shared),
+            );
+            let sh = Arc::clone(&shared);
+            let handle = spawn(&format!("pipeline-source-{i}"), &shared, move || {
+                let r = source.run(&mut router);
+                // Whatever was read still goes to the workers, also after an error.
+                let flushed = router.flush();
+                let r = r.and(flushed);
+                if r.is_err() {
+                    sh.failed.store(true, Ordering::SeqCst);
+                }
+                r
+            })?;
+            sources.push((name, handle));
+        }
+        drop(senders);
+        let done = Arc::new(AtomicBool::new(false));
+        let probe = Probe {
+            registry,
+            queues: receivers,
+            sink_queue: sink_rx,
+            started,
+        };
+        let reporter = match self.reporter {
+            Some((period, mut report)) => {
+                let probe = probe.clone();
+                let done = Arc::clone(&done);
+                let h = thread::Builder::new()
+                    .name("pipeline-metrics".into())
+                    .spawn(move || {
+                        loop {
+                            let end = Instant::now() + period;
+                            while Instant::now() < end {
+                                if done.load(Ordering::SeqCst) {
+                                    return;
+                                }
+                                thread::sleep(Duration::from_millis(20).min(period));
+                            }
+                            report(&probe.snapshot());
+                        }
+                    })
+                    .map_err(|e| PipelineError::io("spawn metrics thread", e))?;
+                Some(h)
+            }
+            None => None,
+        };
+        Ok(Running {
+            sources,
+            workers,
+            sink,
+            reporter,
+            done,
+            shared,
+            probe,
+        })
+    }
+
+    /// Starts the pipeline and waits for it to finish (end of input, stop flag or failure).
+    ///
+    /// # Errors
+    /// As [`Builder::start`] and [`Running::wait`].
+    pub fn run(self) -> Result<Report, PipelineError> {
+        self.start()?.wait()
+    }
+}
+
+/// Raises the failure flag when a pipeline thread unwinds from a panic, so that the other
+/// threads stop waiting on it.
+struct PanicGuard(Arc<Shared>);
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.0.failed.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Spawns a named thread; a failure to spawn stops what was already started.
+fn spawn<T: Send + 'static>(
+    name: &str,
+    shared: &Arc<Shared>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, PipelineError> {
+    let guard = PanicGuard(Arc::clone(shared));
+    thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _guard = guard;
+            f()
+        })
+        .map_err(|e| {
+            shared.failed.store(true, Ordering::SeqCst);
+            PipelineError::io(format!("spawn {name}"), e)
+        })
+}
+
+/// The sink thread: writes batches as they come, flushes when idle, finishes at the end.
+fn run_sinks(
+    sinks: &mut [Box<dyn Sink>],
+    input: &Receiver<Vec<Record>>,
+) -> Result<(), PipelineError> {
+    let flush_every = Duration::from_millis(100);
+    let mut last_flush = Instant::now();
+    loop {
+        match input.recv_timeout(flush_every) {
+            Ok(records) => {
+                for s in sinks.iter_mut() {
+                    s.write(&records)?;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_flush.elapsed() >= flush_every {
+            for s in sinks.iter_mut() {
+                s.flush()?;
+            }
+            last_flush = Instant::now();
+        }
+    }
+    for s in sinks.iter_mut() {
+        s.finish()?;
+    }
+    Ok(())
+}
+
+/// Sends, waiting while the queue is full, but gives up when a thread has failed (the queue's
+/// other end may be gone while the metrics probe still holds a receiver).
+pub(crate) fn send_or_fail<T>(
+    queue: &Sender<T>,
+    mut item: T,
+    shared: &Shared,
+    what: &'static str,
+) -> Result<(), PipelineError> {
+    loop {
+        match queue.send_timeout(item, Duration::from_millis(50)) {
+            Ok(()) => return Ok(()),
+            Err(SendTimeoutError::Timeout(back)) => {
+                if shared.failed.load(Ordering::SeqCst) {
+                    return Err(PipelineError::new(ErrorKind::Disconnected(what)));
+                }
+                item = back;
+            }
+            Err(SendTimeoutError::Disconnected(_)) => {
+                return Err(PipelineError::new(ErrorKind::Disconnected(what)));
+            }
+        }
+    }
+}
+
+/// Reads the counters and queue lengths of a running pipeline.
+#[derive(Debug, Clone)]
+struct Probe {
+    registry: Arc<Registry>,
+    queues: Vec<Receiver<Vec<Sample>>>,
+    sink_queue: Receiver<Vec<Record>>,
+    started: Instant,
+}
+
+impl Probe {
+    fn snapshot(&self) -> MetricsSnapshot {
+        self.registry.snapshot(
+            self.queues.iter().map(Receiver::len).collect(),
+            self.sink_queue.len(),
+            self.started.elapsed(),
+        )
+    }
+}
+
+/// A started pipeline.
+pub struct Running {
+    sources: Vec<(String, JoinHandle<Result<(), PipelineError>>)>,
+    workers: Vec<JoinHandle<Result<Vec<String>, PipelineError>>>,
+    sink: JoinHandle<Result<(), PipelineError>>,
+    reporter: Option<JoinHandle<()>>,
+    done: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    probe: Probe,
+}
+
+/// What a finished pipeline did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Final counters (balanced after a clean run).
+    pub metrics: MetricsSnapshot,
+    /// Stream ids no model pattern matched.
+    pub unmatched_streams: Vec<String>,
+}
+
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panicked".to_owned())
+}
+
+impl Running {
+    /// Asks the pipeline to stop: sources stop reading and the queues drain.
+    pub fn stop(&self) {
+        self.shared.stop.stop();
+    }
+
+    /// The flag [`stop`](Running::stop) raises.
+    #[must_use]
+    pub fn stop_flag(&self) -> StopFlag {
+        self.shared.stop.clone()
+    }
+
+    /// The counters now.
+    #[must_use]
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.probe.snapshot()
+    }
+
+    /// Waits until every thread has finished and every queue has drained.
+    ///
+    /// # Errors
+    /// The first failure of a source, worker or sink (a panic is reported as a failure of that
+    /// thread); errors that only follow from it are not reported.
+    pub fn wait(self) -> Result<Report, PipelineError> {
+        let mut errors: Vec<PipelineError> = Vec::new();
+        for (name, h) in self.sources {
+            match h.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => errors.push(match e.kind() {
+                    ErrorKind::Disconnected(_) => e,
+                    _ => PipelineError::new(ErrorKind::Source {
+                        source_name: name,
+                        message: e.to_string(),
+                    }),
+                }),
+                Err(p) => {
+                    self.shared.failed.store(true, Ordering::SeqCst);
+                    errors.push(PipelineError::new(ErrorKind::Source {
+                        source_name: name,
+                        message: panic_message(p.as_ref()),
+                    }));
+                }
+            }
+        }
+        let mut unmatched_streams = Vec::new();
+        for (id, h) in self.workers.into_iter().enumerate() {
+            match h.join() {
+                Ok(Ok(names)) => unmatched_streams.extend(names),
+                Ok(Err(e)) => errors.push(e),
+                Err(p) => {
+                    self.shared.failed.store(true, Ordering::SeqCst);
+                    errors.push(PipelineError::new(ErrorKind::Worker {
+                        worker: id,
+                        message: panic_message(p.as_ref()),
+                    }));
+                }
+            }
+        }
+        match self.sink.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(match e.kind() {
+                ErrorKind::Disconnected(_) => e,
+                _ => PipelineError::new(ErrorKind::Sink(e.to_string())),
+            }),
+            Err(p) => errors.push(PipelineError::new(ErrorKind::Sink(panic_message(
+                p.as_ref(),
+            )))),
+        }
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(h) = self.reporter {
+            let _ = h.join();
+        }
+        let metrics = self.probe.snapshot();
+        // The root cause first: a worker or sink failure explains a source's closed queue.
+        errors.sort_by_key(|e| match e.kind() {
+            ErrorKind::Worker { .. } | ErrorKind::Sink(_) => 0,
+            ErrorKind::Disconnected(_) => 2,
+            _ => 1,
+        });
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => {
+                unmatched_streams.sort();
+                Ok(Report {
+                    metrics,
+                    unmatched_streams,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endless() -> IterSource {
+        IterSource::new((0..usize::MAX).map(|t| (format!("s{}", t % 7), vec![0.1, 0.2])))
+    }
+
+    /// A worker that fails mid-stream stops the pipeline with its error (sources blocked on a
+    /// full queue see the failure flag), under both back-pressure policies.
+    #[test]
+    fn worker_failure_stops_the_pipeline() {
+        for policy in [Backpressure::Block, Backpressure::DropOldest] {
+            let mut models = ModelMap::new();
+            models
+                .add_bytes("*", "tiny", &sensorae::testing::tiny_model_bytes())
+                .unwrap();
+            let running = Builder::new(models)
+                .workers(3)
+                .queue(32)
+                .batch(8)
+                .backpressure(policy)
+                .source(endless())
+                .sink(MemorySink::new())
+                .fail_worker_after(5000)
+                .start()
+                .unwrap();
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            thread::spawn(move || {
+                let _ = tx.send(running.wait());
+            });
+            let err = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the pipeline hung after a worker failure")
+                .unwrap_err();
+            assert!(
+                matches!(err.kind(), ErrorKind::Worker { .. }),
+                "{policy:?}: {err}"
+            );
+            assert!(err.to_string().contains("injected failure"), "{err}");
+        }
+    }
+
+    #[test]
+    fn configuration_errors() {
+        let err = Builder::new(ModelMap::new())
+            .source(endless())
+            .start()
+            .err();
+        assert!(matches!(
+            err.map(|e| e.to_string()).as_deref(),
+            Some("no model")
+        ));
+        let mut models = ModelMap::new();
+        models
+            .add_bytes("*", "tiny", &sensorae::testing::tiny_model_bytes())
+            .unwrap();
+        assert!(Builder::new(models).start().is_err());
+    }
+}

@@ -1,0 +1,259 @@
+//! The worker side: one detector per stream, verdicts to records.
+
+use std::{collections::HashMap, sync::Arc};
+
+use crossbeam_channel::{Receiver, Sender};
+use sensorae::{DynDetector, Status};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    PipelineError,
+    metrics::{Counters, LocalLatency},
+    models::Model,
+    router::{Sample, Shared},
+};
+
+/// Which verdicts become records for the sinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Emit {
+    /// One record per sample.
+    #[default]
+    All,
+    /// Fresh scores, faults and alarm changes (skips warming up and repeated scores between
+    /// hops).
+    Scored,
+    /// Alarm onsets and clears, and faults.
+    Alarms,
+}
+
+/// What a record says about its sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordStatus {
+    /// The window is still filling.
+    Warming,
+    /// Scored, alarm off.
+    Normal,
+    /// Scored, alarm on.
+    Anomalous,
+    /// A sensor fault; not scored.
+    Fault,
+}
+
+/// An alarm change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlarmEvent {
+    /// The alarm turned on at this sample.
+    On,
+    /// The alarm turned off at this sample.
+    Off,
+}
+
+/// One verdict as the sinks write it (a JSON line, a CSV row or an MQTT message).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Stream id.
+    pub stream: String,
+    /// Sample index within the stream (counted by its detector from 0).
+    pub index: u64,
+    /// The source's sequence number, if any.
+    pub seq: Option<u64>,
+    /// Outcome.
+    pub status: RecordStatus,
+    /// Score compared with the threshold (absent while warming and on faults).
+    pub score: Option<f32>,
+    /// The model's threshold.
+    pub threshold: f32,
+    /// The score was computed at this sample (not repeated between hops).
+    pub fresh: bool,
+    /// Alarm on or off at this sample.
+    pub event: Option<AlarmEvent>,
+    /// Name of the channel with the largest error.
+    pub top_channel: Option<String>,
+    /// Fault kind (`nan`, `above-range`, ...).
+    pub fault: Option<String>,
+    /// Name of the first faulty channel.
+    pub fault_channel: Option<String>,
+    /// Microseconds from ingestion to verdict.
+    pub latency_us: u64,
+}
+
+/// Per-stream state on its worker.
+enum StreamState {
+    Scoring {
+        detector: Box<DynDetector>,
+        model: Arc<Model>,
+        last_seq: Option<u64>,
+        alarm: bool,
+    },
+    /// No model matches: samples are counted, not scored.
+    Unmatched,
+}
+
+pub(crate) struct Worker {
+    #[cfg(test)]
+    pub(crate) id: usize,
+    pub(crate) input: Receiver<Vec<Sample>>,
+    pub(crate) output: Sender<Vec<Record>>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) emit: Emit,
+    /// Test hook: fail after this many samples.
+    #[cfg(test)]
+    pub(crate) fail_after: Option<u64>,
+}
+
+/// Counts of one batch, added to the shared counters once per batch.
+#[derive(Default)]
+struct Tally {
+    scored: u64,
+    warming: u64,
+    faulted: u64,
+    unmatched: u64,
+    duplicates: u64,
+    gaps: u64,
+    windows: u64,
+    alarms: u64,
+}
+
+impl Worker {
+    /// Scores batches until every router is gone and the queue is empty.
+    pub(crate) fn run(self) -> Result<Vec<String>, PipelineError> {
+        let mut streams: HashMap<Arc<str>, StreamState> = HashMap::new();
+        let mut unmatched_names = Vec::new();
+        let mut latency = LocalLatency::new();
+        #[cfg(test)]
+        let mut seen = 0u64;
+        for batch in &self.input {
+            let mut tally = Tally::default();
+            let mut records = Vec::new();
+            for sample in &batch {
+                #[cfg(test)]
+                {
+                    seen += 1;
+                    if self.fail_after.is_some_and(|n| seen > n) {
+                        return Err(PipelineError::new(super::ErrorKind::Worker {
+                            worker: self.id,
+                            message: "injected failure".into(),
+                        }));
+                    }
+                }
+                let state = streams
+                    .entry(Arc::clone(&sample.stream))
+                    .or_insert_with(|| match self.shared.models.resolve(&sample.stream) {
+                        Some(model) => StreamState::Scoring {
+                            detector: Box::new(model.detector.clone()),
+                            model: Arc::clone(model),
+                            last_seq: None,
+                            alarm: false,
+                        },
+                        None => {
+                            unmatched_names.push(sample.stream.to_string());
+                            StreamState::Unmatched
+                        }
+                    });
+                let StreamState::Scoring {
+                    detector,
+                    model,
+                    last_seq,
+                    alarm,
+                } = state
+                else {
+                    tally.unmatched += 1;
+                    continue;
+                };
+                if let Some(seq) = sample.seq {
+                    match *last_seq {
+                        Some(last) if seq <= last => {
+                            tally.duplicates += 1;
+                            continue;
+                        }
+                        Some(last) => tally.gaps += seq - last - 1,
+                        None => {}
+                    }
+                    *last_seq = Some(seq);
+                }
+                let verdict = detector.push(&sample.values);
+                let elapsed = sample.ingested.elapsed();
+                latency.record(elapsed);
+                let was = *alarm;
+                let status = match verdict.status {
+                    Status::WarmingUp { .. } => {
+                        tally.warming += 1;
+                        *alarm = false;
+                        RecordStatus::Warming
+                    }
+                    Status::Normal(s) => {
+                        tally.scored += 1;
+                        tally.windows += u64::from(s.fresh);
+                        *alarm = false;
+                        RecordStatus::Normal
+                    }
+                    Status::Anomalous { score, onset } => {
+                        tally.scored += 1;
+                        tally.windows += u64::from(score.fresh);
+                        tally.alarms += u64::from(onset);
+                        *alarm = true;
+                        RecordStatus::Anomalous
+                    }
+                    Status::Fault(f) => {
+                        tally.faulted += 1;
+                        if f.reset {
+                            *alarm = false;
+                        }
+                        RecordStatus::Fault
+                    }
+                };
+                let event = match (was, *alarm) {
+                    (false, true) => Some(AlarmEvent::On),
+                    (true, false) => Some(AlarmEvent::Off),
+                    _ => None,
+                };
+                let score = verdict.score();
+                let fresh = score.is_some_and(|s| s.fresh);
+                let keep = match self.emit {
+                    Emit::All => true,
+                    Emit::Scored => fresh || event.is_some() || status == RecordStatus::Fault,
+                    Emit::Alarms => event.is_some() || status == RecordStatus::Fault,
+                };
+                if !keep {
+                    continue;
+                }
+                let name = |c: u16| model.channels.get(usize::from(c)).cloned();
+                let fault = verdict.fault();
+                records.push(Record {
+                    stream: sample.stream.to_string(),
+                    index: verdict.index,
+                    seq: sample.seq,
+                    status,
+                    score: score.map(|s| s.value),
+                    threshold: detector.config().threshold.value,
+                    fresh,
+                    event,
+                    top_channel: score
+                        .and_then(|s| s.top.first().copied().flatten())
+                        .and_then(|c| name(c.channel)),
+                    fault: fault.map(|f| f.kind.name().to_owned()),
+                    fault_channel: fault.and_then(|f| f.channel).and_then(name),
+                    latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                });
+            }
+            let c = &self.counters;
+            Counters::add(&c.scored, tally.scored);
+            Counters::add(&c.warming, tally.warming);
+            Counters::add(&c.faulted, tally.faulted);
+            Counters::add(&c.unmatched, tally.unmatched);
+            Counters::add(&c.duplicates, tally.duplicates);
+            Counters::add(&c.gaps, tally.gaps);
+            Counters::add(&c.windows, tally.windows);
+            Counters::add(&c.alarms, tally.alarms);
+            latency.take_into(c);
+            if !records.is_empty() {
+                Counters::add(&c.emitted, records.len() as u64);
+                super::send_or_fail(&self.output, records, &self.shared, "sink queue")?;
+            }
+        }
+        Ok(unmatched_names)
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the streaming pipeline (`sensorae_host::pipeline`).
+
+mod common;
+mod local;
+mod mqtt;
+mod skab;
