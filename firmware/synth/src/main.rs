@@ -3,10 +3,7 @@
 //! Its scores mean nothing; it exists so the firmware can be sized and timed for any C, W, H, Z
 //! before a trained model of that size exists. Not needed in your firmware.
 
-use sensorae::{
-    Activation, Aggregate, AlarmSpec, Channel, ErrorMetric, FaultPolicy, Header, Layers, Scaling,
-    Scoring, Threshold, ThresholdMethod, TrainingSummary, Variant, WindowSpec, encode_to_vec,
-};
+use sensorae::{Activation, Aggregate, AlarmSpec, Channel, FaultPolicy, encode_to_vec};
 
 /// SKAB's sensors with mean and standard deviation over the first 400 rows of `valve1/0.csv`
 /// (the benchmark's protocol fits its scaler there).
@@ -49,50 +46,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if channels.len() != usize::from(c) {
         return Err(format!("at most {} channels", SKAB.len()).into());
     }
-    let header = Header {
-        name: "synthetic (deterministic, untrained)",
-        variant: Variant::Plain,
-        tied: false,
-        window: WindowSpec {
-            channels: c,
-            length: w,
-            hop: 1,
-        },
-        layers: Layers {
-            hidden: h,
-            latent: z,
-            encoder_hidden: Activation::Tanh,
-            code: Activation::Linear,
-            decoder_hidden: Activation::Tanh,
-            output: Activation::Linear,
-        },
-        scaling: Scaling::Standard,
-        scoring: Scoring {
-            metric: ErrorMetric::Mse,
-            aggregate: Aggregate::MaxChannel,
-            kl_weight: 0.0,
-            ewma: 1.0,
-        },
-        threshold: Threshold {
-            value: threshold,
-            method: ThresholdMethod::Fixed,
-            calibration_windows: 0,
-        },
-        alarm: AlarmSpec {
-            on_after: 3,
-            off_after: 5,
-        },
-        faults: FaultPolicy { hold_max: 2 },
-        training: TrainingSummary {
-            epochs: 0,
-            train_loss: 0.0,
-            val_loss: 0.0,
-            rows: 0,
-            train_windows: 0,
-            val_windows: 0,
-            seed: 0,
-        },
+    // Start from the core's test header, so fields the format gains later get their defaults.
+    let mut header = sensorae::testing::header(c, w, h, z);
+    header.name = "synthetic (deterministic, untrained)";
+    header.layers.encoder_hidden = Activation::Tanh;
+    header.layers.decoder_hidden = Activation::Tanh;
+    header.scoring.aggregate = Aggregate::MaxChannel;
+    header.threshold.value = threshold;
+    header.alarm = AlarmSpec {
+        on_after: 3,
+        off_after: 5,
     };
+    header.faults = FaultPolicy { hold_max: 2 };
     // Dense layout: W1 b1 W2 b2 W3 b3 W4 b4; weights scaled by 2/sqrt(fan-in), biases small.
     let n = usize::from(c) * usize::from(w);
     let (h, z) = (h as usize, z as usize);
