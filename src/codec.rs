@@ -342,6 +342,10 @@ fn validate_header(h: &Header<'_>) -> Result<(), DecodeError> {
         } => risk > 0.0 && risk < 1.0 && initial_quantile > 0.0 && initial_quantile < 1.0,
     };
     check(method_ok, "threshold.method")?;
+    check(
+        h.adaptation.rate.is_finite() && (0.0..1.0).contains(&h.adaptation.rate),
+        "adaptation.rate",
+    )?;
     check(h.alarm.on_after >= 1, "alarm.on_after")?;
     check(h.alarm.off_after >= 1, "alarm.off_after")?;
     Ok(())

@@ -4,8 +4,8 @@ use crate::{
     codec::ModelView,
     error::LoadError,
     model::{
-        Aggregate, AlarmSpec, Arch, FaultPolicy, Layers, Scaling, Scoring, TOP_K, Threshold,
-        TrainingSummary, Variant, WindowSpec,
+        Adaptation, Aggregate, AlarmSpec, Arch, FaultPolicy, Layers, Scaling, Scoring, TOP_K,
+        Threshold, TrainingSummary, Variant, WindowSpec,
     },
     nn::{self, Dims, Scratch},
     storage::{Buffers, ChannelState, Fixed, Storage},
@@ -49,6 +49,8 @@ pub struct Config {
     pub alarm: AlarmSpec,
     /// Fault recovery.
     pub faults: FaultPolicy,
+    /// Drift tracking.
+    pub adaptation: Adaptation,
     /// Training summary.
     pub training: TrainingSummary,
 }
@@ -87,6 +89,7 @@ impl Config {
             off_after: 1,
         },
         faults: FaultPolicy { hold_max: 0 },
+        adaptation: Adaptation::OFF,
         training: TrainingSummary {
             epochs: 0,
             train_loss: 0.0,
@@ -250,6 +253,7 @@ impl<S: Storage> Engine<S> {
             threshold: h.threshold,
             alarm: h.alarm,
             faults: h.faults,
+            adaptation: h.adaptation,
             training: h.training,
         };
         self.state.loaded = true;
@@ -290,7 +294,8 @@ impl<S: Storage> Engine<S> {
         }
     }
 
-    /// Forgets the window, smoothing, alarm state and sample count; keeps the model.
+    /// Forgets the window, smoothing, alarm state, tracked baselines and sample count; keeps
+    /// the model.
     pub fn reset(&mut self) {
         self.state = State {
             loaded: self.state.loaded,
@@ -299,7 +304,13 @@ impl<S: Storage> Engine<S> {
         for ch in self.storage.buffers().channels.iter_mut() {
             ch.has_last = false;
             ch.faulty_run = 0;
+            ch.baseline = 0.0;
         }
+    }
+
+    /// The tracked per-channel baselines, in normalised units (all 0 without adaptation).
+    pub fn baselines(&self) -> impl Iterator<Item = f32> + '_ {
+        self.storage.channel_states().iter().map(|c| c.baseline)
     }
 
     /// Marks a missing sample (a gap in the stream): reported as a fault, handled by the
@@ -375,12 +386,12 @@ impl<S: Storage> Engine<S> {
                     ch.last = normalised;
                     ch.has_last = true;
                     ch.faulty_run = 0;
-                    *out = normalised;
+                    *out = normalised - ch.baseline;
                 }
                 Err(kind) => {
                     ch.faulty_run = ch.faulty_run.saturating_add(1);
                     if ch.has_last && ch.faulty_run <= hold_max {
-                        *out = ch.last;
+                        *out = ch.last - ch.baseline;
                     } else {
                         must_reset = true;
                     }
@@ -418,8 +429,19 @@ impl<S: Storage> Engine<S> {
         self.advance(window);
         self.state.imputed_left = self.state.imputed_left.saturating_sub(1);
         let v = self.after_valid_sample(&cfg);
+        self.track_drift(&cfg.adaptation);
         self.state.index = self.state.index.wrapping_add(1);
         v
+    }
+
+    /// Moves each channel's baseline towards its latest valid value.
+    fn track_drift(&mut self, a: &Adaptation) {
+        if a.rate <= 0.0 || (a.freeze_in_alarm && self.state.alarm) {
+            return;
+        }
+        for ch in self.storage.buffers().channels.iter_mut() {
+            ch.baseline += a.rate * (ch.last - ch.baseline);
+        }
     }
 
     /// Moves the ring head past the sample just written.

@@ -82,9 +82,9 @@ pub use detector::DynDetector;
 pub use detector::{Config, Detector, Engine};
 pub use error::{DecodeError, EncodeError, LoadError, ShapeError};
 pub use model::{
-    Activation, Aggregate, AlarmSpec, Arch, Channel, ErrorMetric, FaultPolicy, Header, Layers,
-    MAX_CHANNELS, MAX_WIDTH, MAX_WINDOW, Scaling, Scoring, TOP_K, Threshold, ThresholdMethod,
-    TrainingSummary, Variant, WindowSpec, param_count,
+    Activation, Adaptation, Aggregate, AlarmSpec, Arch, Channel, ErrorMetric, FaultPolicy, Header,
+    Layers, MAX_CHANNELS, MAX_WIDTH, MAX_WINDOW, Scaling, Scoring, TOP_K, Threshold,
+    ThresholdMethod, TrainingSummary, Variant, WindowSpec, param_count,
 };
 pub use nn::{BCE_EPS, LOGVAR_CLAMP, kl_divergence};
 #[cfg(feature = "alloc")]

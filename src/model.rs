@@ -151,6 +151,8 @@ pub struct Header<'a> {
     pub alarm: AlarmSpec,
     /// Sensor-fault recovery.
     pub faults: FaultPolicy,
+    /// Tracking of slow drift in channel levels.
+    pub adaptation: Adaptation,
     /// What training did.
     pub training: TrainingSummary,
 }
@@ -222,6 +224,28 @@ pub struct FaultPolicy {
     /// A channel fault lasting at most this many consecutive samples is bridged by holding the
     /// channel's last valid value; a longer one (or 0 here) resets the window.
     pub hold_max: u16,
+}
+
+/// Slow drift of the channels' levels, tracked on the device: each channel's baseline (in
+/// normalised units, starting at 0, the training mean) follows the stream as
+/// `b += rate * (x - b)` and is subtracted before windowing, so a sensor that warms up or wears
+/// over hours does not read as an anomaly. The baseline holds still while the alarm is on when
+/// `freeze_in_alarm` is set, so a lasting anomaly is not absorbed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Adaptation {
+    /// Per-sample rate in `[0, 1)`: 0 turns tracking off; `1 / T` follows drift slower than `T`
+    /// samples.
+    pub rate: f32,
+    /// Hold the baselines while the alarm is on.
+    pub freeze_in_alarm: bool,
+}
+
+impl Adaptation {
+    /// No tracking.
+    pub const OFF: Adaptation = Adaptation {
+        rate: 0.0,
+        freeze_in_alarm: true,
+    };
 }
 
 /// What the trainer did, for `inspect`.

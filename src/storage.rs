@@ -22,6 +22,8 @@ pub struct ChannelState {
     pub has_last: bool,
     /// Consecutive faulty samples so far.
     pub faulty_run: u16,
+    /// Tracked level, in normalised units, subtracted before windowing.
+    pub baseline: f32,
 }
 
 impl ChannelState {
@@ -34,6 +36,7 @@ impl ChannelState {
         last: 0.0,
         has_last: false,
         faulty_run: 0,
+        baseline: 0.0,
     };
 }
 
@@ -87,6 +90,9 @@ pub trait Storage {
 
     /// The ring of normalised samples.
     fn ring(&self) -> &[f32];
+
+    /// Per-channel state.
+    fn channel_states(&self) -> &[ChannelState];
 }
 
 /// Fixed-size storage: C channels, window W, input N = C * W, hidden H, code Z, P parameters.
@@ -201,6 +207,10 @@ impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: us
     fn ring(&self) -> &[f32] {
         &self.ring
     }
+
+    fn channel_states(&self) -> &[ChannelState] {
+        &self.channels
+    }
 }
 
 /// Heap storage sized from the model file, for hosts that score any model.
@@ -280,5 +290,9 @@ impl Storage for Heap {
 
     fn ring(&self) -> &[f32] {
         &self.ring
+    }
+
+    fn channel_states(&self) -> &[ChannelState] {
+        &self.channels
     }
 }

@@ -1,8 +1,9 @@
 //! Small deterministic models for examples, tests and benchmarks (not part of the stable API).
 
 use crate::{
-    Activation, Aggregate, AlarmSpec, Channel, ErrorMetric, FaultPolicy, Header, Layers, Scaling,
-    Scoring, Threshold, ThresholdMethod, TrainingSummary, Variant, WindowSpec, encode,
+    Activation, Adaptation, Aggregate, AlarmSpec, Channel, ErrorMetric, FaultPolicy, Header,
+    Layers, Scaling, Scoring, Threshold, ThresholdMethod, TrainingSummary, Variant, WindowSpec,
+    encode,
 };
 
 /// Model bytes in a fixed buffer.
@@ -57,6 +58,7 @@ pub fn header(channels: u16, window: u16, hidden: u32, latent: u32) -> Header<'s
             off_after: 2,
         },
         faults: FaultPolicy { hold_max: 0 },
+        adaptation: Adaptation::OFF,
         training: TrainingSummary {
             epochs: 0,
             train_loss: 0.0,

@@ -21,10 +21,12 @@ fn golden_bytes() {
     assert_eq!(bytes.len(), 10 + payload_len + 4);
     // Header: name "tiny", variant Plain (0), tied false, window (2, 4, 1), hidden 4, latent 2,
     // activations Tanh (4), Linear (0), Tanh (4), Linear (0), Standard (0), Mse (0), Mean (0),
-    // kl 0.0, ewma 1.0, threshold 1.0, Fixed (0), 0 windows, alarm (2, 2), hold 0, training zeros.
+    // kl 0.0, ewma 1.0, threshold 1.0, Fixed (0), 0 windows, alarm (2, 2), hold 0, adaptation
+    // rate 0.0 and freeze true, training zeros.
     let expected_header: &[u8] = &[
         4, b't', b'i', b'n', b'y', 0, 0, 2, 4, 1, 4, 2, 4, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0x80, 0x3f, 0, 0, 0x80, 0x3f, 0, 0, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0x80, 0x3f, 0, 0, 0x80, 0x3f, 0, 0, 2, 2, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0,
     ];
     assert_eq!(&bytes[10..10 + expected_header.len()], expected_header);
     // First channel: name "a", offset 0.0, scale 1.0, min -10.0, max 10.0.

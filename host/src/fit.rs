@@ -6,7 +6,7 @@ use sensorae::{AlarmSpec, DynDetector, FaultPolicy, Scoring, Threshold, Threshol
 use crate::{
     calibrate::{self, Calibration, Method},
     error::Result,
-    train::{self, Progress, TrainConfig, TrainedModel},
+    train::{self, Deployment, Progress, TrainConfig, TrainedModel},
 };
 
 /// How a model is scored and alarmed once trained.
@@ -30,6 +30,8 @@ pub struct FitOptions {
     pub faults: FaultPolicy,
     /// Valid physical range per channel, if known.
     pub ranges: Option<Vec<(f32, f32)>>,
+    /// Drift tracking of the channel levels.
+    pub adaptation: sensorae::Adaptation,
 }
 
 impl Default for FitOptions {
@@ -47,6 +49,7 @@ impl Default for FitOptions {
             },
             faults: FaultPolicy { hold_max: 0 },
             ranges: None,
+            adaptation: sensorae::Adaptation::OFF,
         }
     }
 }
@@ -75,14 +78,15 @@ impl FitOptions {
     }
 
     fn encode(&self, model: &TrainedModel, threshold: Threshold) -> Result<Vec<u8>> {
-        Ok(model.to_bytes(
-            &self.name,
-            self.scoring(model),
+        Ok(model.encode(&Deployment {
+            name: &self.name,
+            scoring: self.scoring(model),
             threshold,
-            self.alarm,
-            self.faults,
-            self.ranges.as_deref(),
-        )?)
+            alarm: self.alarm,
+            faults: self.faults,
+            adaptation: self.adaptation,
+            ranges: self.ranges.as_deref(),
+        })?)
     }
 }
 
@@ -104,9 +108,8 @@ pub fn window_scores(bytes: &[u8], data: &[f32], channels: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Trains on `data` (`rows x channels.len()`, row-major), then sets the threshold from the
-/// scores of the held-out validation rows (the end of `data`, which training never fitted),
-/// or of the training rows when there is no validation part.
+/// Trains on `data` (`rows x channels.len()`, row-major), then calibrates the threshold with
+/// [`calibrate_model`].
 ///
 /// # Errors
 /// Training, calibration (too few held-out windows for the method) and encoding errors.
@@ -117,7 +120,17 @@ pub fn fit(
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Fitted> {
     let model = train::train(data, channels, &opts.train, progress)?;
-    let c = channels.len();
+    calibrate_model(model, data, opts)
+}
+
+/// Sets the threshold of a trained model from the scores of its held-out validation rows of
+/// `data` (the end of the training data, which training never fitted), or of its training
+/// rows when there is no validation part, and encodes the model file.
+///
+/// # Errors
+/// Calibration (too few held-out windows for the method) and encoding errors.
+pub fn calibrate_model(model: TrainedModel, data: &[f32], opts: &FitOptions) -> Result<Fitted> {
+    let c = model.channels.len();
     let held_out = if model.val_rows.is_empty() {
         model.train_rows.clone()
     } else {

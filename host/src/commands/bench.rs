@@ -143,58 +143,17 @@ fn confusions(bytes: &[u8], table: &Table, window: usize) -> Result<[Confusion; 
 /// The no-model baseline of a fitted model: all weights zero and a linear output, so the
 /// score is the squared distance of the normalised window from the training mean; same
 /// normalisation, threshold rule and alarms.
-fn baseline(opts: &FitOptions, fitted: &fit::Fitted, values: &[f32], c: usize) -> Result<Vec<u8>> {
+fn baseline(opts: &FitOptions, fitted: &fit::Fitted, train: &[f32]) -> Result<Vec<u8>> {
     let mut model = fitted.model.clone();
     model.params.iter_mut().for_each(|p| *p = 0.0);
     model.layers.output = Activation::Linear;
     model.loss = ErrorMetric::Mse;
     model.scaling = sensorae::Scaling::Standard;
-    let mut opts = opts.clone();
-    opts.name = "no-model".to_owned();
-    let provisional = model.to_bytes(
-        "no-model",
-        sensorae::Scoring {
-            metric: ErrorMetric::Mse,
-            aggregate: opts.aggregate,
-            kl_weight: 0.0,
-            ewma: opts.ewma,
-        },
-        sensorae::Threshold {
-            value: f32::MAX,
-            method: sensorae::ThresholdMethod::Fixed,
-            calibration_windows: 0,
-        },
-        opts.alarm,
-        opts.faults,
-        None,
-    )?;
-    let held_out = if model.val_rows.is_empty() {
-        model.train_rows.clone()
-    } else {
-        model.val_rows.clone()
+    let opts = FitOptions {
+        name: "no-model".to_owned(),
+        ..opts.clone()
     };
-    let rows = values
-        .get(held_out.start * c..held_out.end * c)
-        .unwrap_or(&[]);
-    let scores = fit::window_scores(&provisional, rows, c);
-    let cal = crate::calibrate::calibrate(&scores, &opts.threshold)?;
-    Ok(model.to_bytes(
-        "no-model",
-        sensorae::Scoring {
-            metric: ErrorMetric::Mse,
-            aggregate: opts.aggregate,
-            kl_weight: 0.0,
-            ewma: opts.ewma,
-        },
-        sensorae::Threshold {
-            value: cal.threshold,
-            method: cal.method,
-            calibration_windows: u32::try_from(scores.len()).unwrap_or(u32::MAX),
-        },
-        opts.alarm,
-        opts.faults,
-        None,
-    )?)
+    Ok(fit::calibrate_model(model, train, &opts)?.bytes)
 }
 
 /// Runs the protocol for one variant's settings; returns its rows and the baseline's.
@@ -225,7 +184,7 @@ pub fn run_variant(
         let [a, b] = confusions(&fitted.bytes, &table, window)?;
         ours[0] += a;
         ours[1] += b;
-        let base_bytes = baseline(opts, &fitted, train, c)?;
+        let base_bytes = baseline(opts, &fitted, train)?;
         let [a, b] = confusions(&base_bytes, &table, window)?;
         base[0] += a;
         base[1] += b;
@@ -291,6 +250,8 @@ pub fn default_options(variant: &str) -> Result<FitOptions> {
         "2",
         "--alarm-off",
         "8",
+        "--adapt-rate",
+        "0.1",
         "--seed",
         "0",
     ];

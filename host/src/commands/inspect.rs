@@ -122,6 +122,22 @@ pub fn describe(view: &ModelView<'_>, file_bytes: usize) -> String {
             )
         },
     );
+    line(
+        "drift",
+        if h.adaptation.rate > 0.0 {
+            format!(
+                "baselines follow level drift at rate {}{}",
+                h.adaptation.rate,
+                if h.adaptation.freeze_in_alarm {
+                    ", held while the alarm is on"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            "not tracked".to_owned()
+        },
+    );
     let t = &h.training;
     line(
         "training",

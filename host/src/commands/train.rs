@@ -128,6 +128,14 @@ pub struct TrainArgs {
     /// Consecutive normal windows that turn it off.
     #[arg(long, default_value_t = 1)]
     pub alarm_off: u16,
+    /// Drift tracking: per-sample rate at which each channel's baseline follows slow level
+    /// changes (e.g. 0.005 follows drift slower than ~200 samples); 0 is off.
+    #[arg(long, default_value_t = 0.0)]
+    pub adapt_rate: f32,
+    /// Keep tracking drift while the alarm is on (by default the baselines hold still then, so
+    /// a lasting anomaly is not absorbed).
+    #[arg(long)]
+    pub adapt_in_alarm: bool,
     /// Samples of a faulty channel bridged by holding its last value (0 restarts the window).
     #[arg(long, default_value_t = 0)]
     pub hold_max: u16,
@@ -377,6 +385,10 @@ impl TrainArgs {
                 hold_max: self.hold_max,
             },
             ranges: None,
+            adaptation: sensorae::Adaptation {
+                rate: self.adapt_rate,
+                freeze_in_alarm: !self.adapt_in_alarm,
+            },
         })
     }
 

@@ -569,6 +569,31 @@ impl TrainedModel {
         faults: FaultPolicy,
         ranges: Option<&[(f32, f32)]>,
     ) -> Result<Vec<u8>, TrainError> {
+        self.encode(&Deployment {
+            name,
+            scoring,
+            threshold,
+            alarm,
+            faults,
+            adaptation: sensorae::Adaptation::OFF,
+            ranges,
+        })
+    }
+
+    /// Encodes a model file with every deployment setting, drift tracking included.
+    ///
+    /// # Errors
+    /// As [`TrainedModel::to_bytes`].
+    pub fn encode(&self, d: &Deployment<'_>) -> Result<Vec<u8>, TrainError> {
+        let Deployment {
+            name,
+            scoring,
+            threshold,
+            alarm,
+            faults,
+            adaptation,
+            ranges,
+        } = *d;
         if let Some(r) = ranges
             && r.len() != self.channels.len()
         {
@@ -589,6 +614,7 @@ impl TrainedModel {
             threshold,
             alarm,
             faults,
+            adaptation,
             training: self.summary,
         };
         let channels: Vec<Channel<'_>> = self
@@ -610,6 +636,25 @@ impl TrainedModel {
             .collect();
         Ok(sensorae::encode_to_vec(&header, &channels, &self.params)?)
     }
+}
+
+/// How a trained model is deployed: everything in a model file that training does not decide.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deployment<'a> {
+    /// Model name.
+    pub name: &'a str,
+    /// Scoring rule.
+    pub scoring: Scoring,
+    /// Threshold and its provenance.
+    pub threshold: Threshold,
+    /// Alarm hysteresis.
+    pub alarm: AlarmSpec,
+    /// Sensor-fault recovery.
+    pub faults: FaultPolicy,
+    /// Drift tracking.
+    pub adaptation: sensorae::Adaptation,
+    /// Valid physical range per channel, raw units; `None`: every finite value.
+    pub ranges: Option<&'a [(f32, f32)]>,
 }
 
 /// Why training failed.
