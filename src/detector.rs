@@ -56,13 +56,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// All zero bytes (see `State::last`); never used for scoring.
     const UNLOADED: Config = Config {
         variant: Variant::Plain,
         tied: false,
         window: WindowSpec {
             channels: 0,
             length: 0,
-            hop: 1,
+            hop: 0,
         },
         layers: Layers {
             hidden: 0,
@@ -77,7 +78,7 @@ impl Config {
             metric: crate::ErrorMetric::Mse,
             aggregate: Aggregate::Mean,
             kl_weight: 0.0,
-            ewma: 1.0,
+            ewma: 0.0,
         },
         threshold: Threshold {
             value: 0.0,
@@ -85,11 +86,14 @@ impl Config {
             calibration_windows: 0,
         },
         alarm: AlarmSpec {
-            on_after: 1,
-            off_after: 1,
+            on_after: 0,
+            off_after: 0,
         },
         faults: FaultPolicy { hold_max: 0 },
-        adaptation: Adaptation::OFF,
+        adaptation: Adaptation {
+            rate: 0.0,
+            freeze_in_alarm: false,
+        },
         training: TrainingSummary {
             epochs: 0,
             train_loss: 0.0,
@@ -125,7 +129,11 @@ struct State {
     above: u16,
     below: u16,
     alarm: bool,
-    last: Option<Score>,
+    /// The last fresh score; meaningful once `scored` is set. A plain value rather than an
+    /// `Option`, so that an unloaded detector is all zero bytes and a `static` one lands in
+    /// `.bss` instead of costing its size in flash.
+    last: Score,
+    scored: bool,
 }
 
 impl State {
@@ -140,7 +148,8 @@ impl State {
         above: 0,
         below: 0,
         alarm: false,
-        last: None,
+        last: Score::ZERO,
+        scored: false,
     };
 
     /// Forgets the window, smoothing and alarm; keeps the sample count.
@@ -467,12 +476,10 @@ impl<S: Storage> Engine<S> {
                 },
             };
         }
-        if let Some(last) = self.state.last
-            && self.state.since_scored < cfg.window.hop
-        {
+        if self.state.scored && self.state.since_scored < cfg.window.hop {
             let score = Score {
                 fresh: false,
-                ..last
+                ..self.state.last
             };
             let status = if self.state.alarm {
                 Status::Anomalous {
@@ -502,7 +509,8 @@ impl<S: Storage> Engine<S> {
             imputed: self.state.imputed_left > 0,
             top: top_channels(self.storage.errors()),
         };
-        self.state.last = Some(score);
+        self.state.last = score;
+        self.state.scored = true;
         let status = if self.state.alarm {
             Status::Anomalous { score, onset }
         } else {

@@ -27,6 +27,19 @@ pub struct ChannelState {
 }
 
 impl ChannelState {
+    /// All zero: the state of a channel before a model is loaded (so an unloaded detector is
+    /// all zero bytes and lives in `.bss`).
+    pub const ZERO: Self = ChannelState {
+        offset: 0.0,
+        inv_scale: 0.0,
+        min: 0.0,
+        max: 0.0,
+        last: 0.0,
+        has_last: false,
+        faulty_run: 0,
+        baseline: 0.0,
+    };
+
     /// A channel that accepts every finite value unchanged.
     pub const IDENTITY: Self = ChannelState {
         offset: 0.0,
@@ -140,7 +153,7 @@ impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: us
             h2: [0.0; H],
             z: [0.0; Z],
             logvar: [0.0; Z],
-            channels: [ChannelState::IDENTITY; C],
+            channels: [ChannelState::ZERO; C],
             errors: [0.0; C],
         }
     }

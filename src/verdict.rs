@@ -80,6 +80,18 @@ pub struct Score {
     pub top: [Option<ChannelError>; TOP_K],
 }
 
+impl Score {
+    /// A zero score, no channels.
+    pub const ZERO: Score = Score {
+        value: 0.0,
+        raw: 0.0,
+        exceeds: false,
+        fresh: false,
+        imputed: false,
+        top: [None; TOP_K],
+    };
+}
+
 /// One channel's mean reconstruction error over a window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ChannelError {
