@@ -12,3 +12,4 @@ mod golden;
 mod model_format;
 mod parity;
 mod properties;
+mod reliability;

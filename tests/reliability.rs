@@ -1,0 +1,1 @@
+//! Reliability: sensor faults injected into real SKAB streams (in progress).
