@@ -26,14 +26,22 @@ const HIDDEN: u32 = 64;
 const LATENT: u32 = 8;
 
 /// Rows (row-major) and channel names: SKAB's anomaly-free file, else seeded sine-plus-noise.
+/// SKAB's options without the label column, which the anomaly-free file lacks.
+fn anomaly_free() -> CsvOptions {
+    CsvOptions {
+        label_column: None,
+        ..CsvOptions::skab()
+    }
+}
+
 fn data() -> (Vec<f32>, Vec<String>) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/data/skab/anomaly-free/anomaly-free.csv");
-    if let Ok(t) = read_csv(&path, &CsvOptions::skab()) {
+    if let Ok(t) = read_csv(&path, &anomaly_free()) {
         return (t.values, t.channels);
     }
     eprintln!(
-        "{} not found: training on seeded synthetic rows",
+        "{} not readable: training on seeded synthetic rows",
         path.display()
     );
     let mut rng = ChaCha8Rng::seed_from_u64(1);
