@@ -428,14 +428,15 @@ fn synthesize(cfg: &DemoConfig, inject: bool) -> DemoData {
     let mut values = vec![0.0f32; rows * c];
     let mut state: Vec<f32> = CHANNELS.iter().map(|s| s.base + s.gain * load[0]).collect();
     for i in 0..total {
-        for (ch, spec) in CHANNELS.iter().enumerate() {
-            let target = spec.base + spec.gain * channel_load[ch][i];
+        let channels = CHANNELS.iter().zip(&channel_load).zip(state.iter_mut());
+        for (ch, ((spec, level), lagged)) in channels.enumerate() {
+            let target = spec.base + spec.gain * level[i];
             if spec.lag_rows > 0.0 {
-                state[ch] += (target - state[ch]) / spec.lag_rows;
+                *lagged += (target - *lagged) / spec.lag_rows;
             } else {
-                state[ch] = target;
+                *lagged = target;
             }
-            let noisy = state[ch] + spec.noise * gauss(&mut noise_rng);
+            let noisy = *lagged + spec.noise * gauss(&mut noise_rng);
             if let Some(row) = i.checked_sub(WARMUP_ROWS) {
                 values[row * c + ch] = noisy;
             }
@@ -511,7 +512,7 @@ fn plan_anomalies(cfg: &DemoConfig, rng: &mut ChaCha8Rng) -> Vec<Planned> {
             AnomalyKind::NoiseBurst => (pick_any(rng), 100, rng.random_range(0.25..0.35f32), false),
             AnomalyKind::BrokenCorrelation => {
                 // First flow against current (a blockage signature), then phase shifts.
-                let invert = broken % 2 == 0;
+                let invert = broken & 1 == 0;
                 broken += 1;
                 let channel = if invert {
                     FLOW
