@@ -70,7 +70,7 @@ fn run(prefix: &str, batch: usize, workers: usize, c: &mut Criterion, group: &st
     let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(SAMPLES as u64));
     g.sample_size(10);
-    g.measurement_time(Duration::from_secs(8));
+    g.measurement_time(Duration::from_secs(4));
     g.bench_function(name, |b| {
         b.iter_batched(
             || samples(prefix, SAMPLES),

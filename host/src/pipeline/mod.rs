@@ -52,6 +52,22 @@
 //! # Metrics
 //! [`Running::metrics`] (and [`Builder::metrics_every`]) give counters, queue depths and the
 //! p50/p99 time from ingestion (the router accepting a sample) to its verdict.
+//!
+//! # Measured
+//! On the 2-core development machine, shared with other builds (`cargo bench -p sensorae-host
+//! --bench pipeline`; figures vary by about 30% with the load), for the reference model
+//! (C = 8, W = 16, H = 32, Z = 8, hop 1):
+//! - scoring: 2.5-3.7 us per sample on one thread;
+//! - the whole path without scoring (streams no model matches: source, routing, queue, worker
+//!   lookup): 0.2-0.35 us per sample with batches of 64-256, 0.6-0.9 us with batches of 1. The
+//!   difference is the channel operation, which batches of 64 cut to well under 1% of the
+//!   scoring cost; what remains is per-sample bookkeeping every sample needs (its stream id
+//!   lookup, timestamp and value buffer);
+//! - 2 workers: 210-260 thousand samples per second over 64 streams; SKAB's 34 files (37,401
+//!   rows) replay in about 0.4 s;
+//! - latency: p50 0.08 ms, p99 3 ms for paced replay; over MQTT on loopback p50 2-4 ms, which is
+//!   mostly the 5 ms batch linger ([`mqtt::MqttSource::linger`]). An unpaced replay floods the
+//!   queues, and then latency is queueing time (tens of ms), as it should be.
 
 #![cfg_attr(
     not(test),

@@ -77,6 +77,31 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// FNV-1a as a `HashMap` hasher for stream ids: short keys, no untrusted-collision concern worth
+/// SipHash's cost on the per-sample path (ids come from our own sources).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct FnvHasher(u64);
+
+impl core::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let start = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        self.0 = bytes.iter().fold(start, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    }
+}
+
+/// A `HashMap` keyed by stream id.
+pub(crate) type StreamMap<K, V> = HashMap<K, V, core::hash::BuildHasherDefault<FnvHasher>>;
+
 /// State shared by every router and worker of a pipeline.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -96,7 +121,7 @@ pub struct Router {
     drains: Vec<Receiver<Vec<Sample>>>,
     buffers: Vec<Vec<Sample>>,
     batch: usize,
-    interned: HashMap<String, (Arc<str>, usize)>,
+    interned: StreamMap<String, (Arc<str>, usize)>,
     counters: Arc<Counters>,
     shared: Arc<Shared>,
 }
@@ -115,7 +140,7 @@ impl Router {
             drains,
             buffers,
             batch: batch.max(1),
-            interned: HashMap::new(),
+            interned: StreamMap::default(),
             counters,
             shared,
         }

@@ -1,6 +1,6 @@
 //! The worker side: one detector per stream, verdicts to records.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use sensorae::{DynDetector, Status};
@@ -10,7 +10,7 @@ use super::{
     PipelineError,
     metrics::{Counters, LocalLatency},
     models::Model,
-    router::{Sample, Shared},
+    router::{Sample, Shared, StreamMap},
 };
 
 /// Which verdicts become records for the sinks.
@@ -120,7 +120,7 @@ struct Tally {
 impl Worker {
     /// Scores batches until every router is gone and the queue is empty.
     pub(crate) fn run(self) -> Result<Vec<String>, PipelineError> {
-        let mut streams: HashMap<Arc<str>, StreamState> = HashMap::new();
+        let mut streams: StreamMap<Arc<str>, StreamState> = StreamMap::default();
         let mut unmatched_names = Vec::new();
         let mut latency = LocalLatency::new();
         #[cfg(test)]
@@ -139,9 +139,10 @@ impl Worker {
                         }));
                     }
                 }
-                let state = streams
-                    .entry(Arc::clone(&sample.stream))
-                    .or_insert_with(|| match self.shared.models.resolve(&sample.stream) {
+                // Look up by `&str` first: cloning the `Arc` per sample would bounce its
+                // reference count between the source's core and this one.
+                if !streams.contains_key(&*sample.stream) {
+                    let state = match self.shared.models.resolve(&sample.stream) {
                         Some(model) => StreamState::Scoring {
                             detector: Box::new(model.detector.clone()),
                             model: Arc::clone(model),
@@ -152,7 +153,13 @@ impl Worker {
                             unmatched_names.push(sample.stream.to_string());
                             StreamState::Unmatched
                         }
-                    });
+                    };
+                    streams.insert(Arc::clone(&sample.stream), state);
+                }
+                let Some(state) = streams.get_mut(&*sample.stream) else {
+                    tally.unmatched += 1;
+                    continue;
+                };
                 let StreamState::Scoring {
                     detector,
                     model,

@@ -374,3 +374,38 @@ fn json_lines_round_trip() {
     assert_eq!(by_stream(&parsed), by_stream(&mem.records()));
     assert_eq!(parsed.len(), 200);
 }
+
+/// Paced replay runs in real time (one sample per stream per tick), and then the time from
+/// ingestion to verdict is the scoring time, not queueing.
+#[test]
+fn paced_replay_keeps_latency_low() {
+    let bytes = calibrated(C as u16, 8, 16, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let mut replay = CsvReplay::new().pace(Some(200.0));
+    for s in 0..4 {
+        let path = dir.path().join(format!("p{s}.csv"));
+        let mut text = String::from("a,b,c,d\n");
+        for t in 0..100 {
+            let v = sample(s, t, 100, C);
+            text.push_str(&format!("{},{},{},{}\n", v[0], v[1], v[2], v[3]).replace("NaN", ""));
+        }
+        fs::write(&path, text).unwrap();
+        replay = replay.file(format!("p{s}"), path);
+    }
+    let started = std::time::Instant::now();
+    let r = within(30, move || {
+        Builder::new(models(&bytes))
+            .source(replay)
+            .sink(MemorySink::new())
+            .run()
+    })
+    .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let m = &r.metrics;
+    eprintln!("paced: {m} in {secs:.2} s");
+    assert_eq!(m.samples_in, 400);
+    assert!(m.balanced(), "{m}");
+    // 100 ticks at 200 Hz.
+    assert!((0.45..5.0).contains(&secs), "{secs}");
+    assert!(m.latency_p99 < Duration::from_millis(50), "{m}");
+}

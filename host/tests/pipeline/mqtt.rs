@@ -355,13 +355,13 @@ fn broker_restart_loses_nothing() {
     thread::sleep(Duration::from_millis(700));
     let before = running.metrics().samples_in;
     broker.restart();
-    let stats = publishing.join().unwrap();
-    eprintln!(
-        "publisher: {stats:?} now {}\n{}",
-        running.metrics(),
-        broker.log()
-    );
-    let stats = stats.unwrap();
+    let stats = publishing.join().unwrap().unwrap_or_else(|e| {
+        panic!(
+            "{e}; now {}\nbroker log:\n{}",
+            running.metrics(),
+            broker.log()
+        )
+    });
     assert!(
         before > 0 && before < (k * n) as u64,
         "the restart should fall in the middle of the stream ({before})"
