@@ -106,25 +106,42 @@ fn windowing(c: &mut Criterion) {
     });
 }
 
-/// A whole stream push by push: warm-up, then a score per sample.
-fn stream_push_by_push(c: &mut Criterion) {
-    type D = Detector<8, 16, 128, 32, 8, { param_count(Arch::Dense, 128, 32, 8) }>;
-    let bytes = model(8, 16, 32, 8, 1);
-    let samples = stream(8, 1000);
-    let mut group = c.benchmark_group("stream");
+/// A whole stream push by push (hop 1): warm-up, then a score per sample.
+fn bench_stream<S: Storage>(c: &mut Criterion, name: &str, make: impl Fn() -> Engine<S>) {
+    let channels = usize::from(make().config().window.channels);
+    let samples = stream(channels, 1000);
+    let mut group = c.benchmark_group("stream 1000 samples");
     group.throughput(Throughput::Elements(samples.len() as u64));
-    group.bench_function("reference 1000 samples", |b| {
+    group.bench_function(name, |b| {
         b.iter_batched_ref(
-            || D::from_bytes(&bytes).expect("reference"),
+            &make,
             |d| {
                 for s in &samples {
-                    black_box(d.push(s));
+                    black_box(d.push(black_box(s)));
                 }
             },
             BatchSize::LargeInput,
         );
     });
     group.finish();
+}
+
+fn stream_push_by_push(c: &mut Criterion) {
+    type Tiny = Detector<2, 8, 16, 8, 2, { param_count(Arch::Dense, 16, 8, 2) }>;
+    type Reference = Detector<8, 16, 128, 32, 8, { param_count(Arch::Dense, 128, 32, 8) }>;
+    type Skab = Detector<8, 16, 128, 64, 8, { param_count(Arch::Dense, 128, 64, 8) }>;
+    let tiny = model(2, 8, 8, 2, 1);
+    bench_stream(c, "tiny", || Tiny::from_bytes(&tiny).expect("tiny"));
+    let reference = model(8, 16, 32, 8, 1);
+    bench_stream(c, "reference", || {
+        Reference::from_bytes(&reference).expect("reference")
+    });
+    let skab = model(8, 16, 64, 8, 1);
+    bench_stream(c, "skab", || Skab::from_bytes(&skab).expect("skab"));
+    let mlperf = model(8, 80, 128, 8, 1);
+    bench_stream(c, "mlperf-tiny (dynamic)", || {
+        DynDetector::from_bytes(&mlperf).expect("mlperf")
+    });
 }
 
 fn loading(c: &mut Criterion) {
