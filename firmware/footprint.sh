@@ -78,6 +78,8 @@ for spec in "${specs[@]}"; do
                 v["stack_peak_push"], other, win, win / v["macs"], warm
             printf "%s: %d instructions per SysTick tick (clock check), %d windows scored, opt-level %s\n",
                 label, ipt, v["pushes_scored"], opt > "/dev/stderr"
+            printf "%s: peak stack of load %d B, of push %d B (model %d B, loaded in place)\n",
+                label, v["stack_peak_load"], v["stack_peak_push"], v["model_bytes"] > "/dev/stderr"
         }' "$out/run.txt" "$out/size.txt" >> "$table"
 done
 cat "$table"
