@@ -331,12 +331,8 @@ mod faults {
             assert!(f.reset, "row {t}: hold_max 0 resets");
         }
         let resume = rows.end + W - 1;
-        for t in rows.end..resume.min(faulted.len()) {
-            assert!(
-                matches!(faulted[t].status, Status::WarmingUp { .. }),
-                "row {t}: {:?}",
-                faulted[t]
-            );
+        for v in &faulted[rows.end..resume.min(faulted.len())] {
+            assert!(matches!(v.status, Status::WarmingUp { .. }), "{v:?}");
         }
         let mut exceeds = vec![];
         for t in resume..faulted.len() {
@@ -380,7 +376,8 @@ mod faults {
         let view = ModelView::from_bytes(&plain).unwrap();
         let alarm = view.header().alarm;
         // (rows, channel, value, kind, ranged model)
-        let cases: &[(std::ops::Range<usize>, Option<usize>, f32, FaultKind, bool)] = &[
+        type Case = (std::ops::Range<usize>, Option<usize>, f32, FaultKind, bool);
+        let cases: &[Case] = &[
             (600..650, None, f32::NAN, FaultKind::NotANumber, false),
             (500..501, Some(3), f32::NAN, FaultKind::NotANumber, false),
             (700..720, Some(7), f32::INFINITY, FaultKind::Infinite, false),
@@ -545,8 +542,8 @@ mod faults {
                 (Some(2), FaultKind::NotANumber, false)
             );
         }
-        for t in rows.end..rows.end + W - 1 {
-            assert!(faulted[t].score().unwrap().imputed, "row {t}");
+        for v in &faulted[rows.end..rows.end + W - 1] {
+            assert!(v.score().unwrap().imputed, "{v:?}");
         }
         for t in rows.end + W - 1..faulted.len() {
             let (f, r) = (faulted[t].score().unwrap(), reference[t].score().unwrap());
@@ -635,6 +632,31 @@ mod faults {
 /// `ignore`). Minimal inputs and proposed fixes are in `docs/reliability.md`.
 mod findings {
     use super::*;
+    use crate::common::Spec;
+    use sensorae::{Activation, Aggregate, ErrorMetric};
+
+    /// Found by the `model_payload` fuzz target: a reconstruction that turns NaN (here
+    /// `1e38 * 10 + -1e38 * 10 = inf - inf` in a linear encoder) makes every channel error NaN;
+    /// `MaxChannel` folds them with `f32::max`, which skips NaN, so the window scores 0.0: a
+    /// broken window reads as perfectly normal and can never alarm. (`Mean` gets `f32::MAX`.)
+    #[test]
+    #[ignore = "finding: a NaN reconstruction scores 0 under MaxChannel (docs/reliability.md)"]
+    fn nan_reconstruction_scores_max_not_zero() {
+        let mut spec = Spec::new(1, 2, 1, 1)
+            .activations([Activation::Linear; 4])
+            .identity_channels()
+            .metric(ErrorMetric::Mse, Aggregate::MaxChannel)
+            .zeroed();
+        spec.params[0] = 1e38;
+        spec.params[1] = -1e38;
+        let mut d = DynDetector::from_bytes(&spec.bytes()).unwrap();
+        d.push(&[10.0]);
+        let v = d.push(&[10.0]);
+        let s = v.score().unwrap();
+        assert_eq!(s.value, f32::MAX, "{v:?}");
+        assert!(s.exceeds);
+        assert!(d.channel_errors().iter().all(|e| !e.is_nan()), "{v:?}");
+    }
 
     /// A valid value so large that its squared error overflows (Voltage = 1e38, no ranges)
     /// saturates the window score at `f32::MAX`, but the channel's mean error in `Score::top`

@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(fixed_result, Err(LoadError::Decode(e)));
             // A detector whose load failed has no model: it must say so, not score.
             let v = fixed.push(&[0.0; 8]);
-            assert_eq!(v.fault().map(|f| f.kind), Some(sensorae::FaultKind::NoModel));
+            assert_eq!(
+                v.fault().map(|f| f.kind),
+                Some(sensorae::FaultKind::NoModel)
+            );
         }
     }
 });

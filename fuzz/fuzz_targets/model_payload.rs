@@ -14,8 +14,14 @@ fuzz_target!(|data: &[u8]| {
         Ok(view) => {
             let whole = whole.expect("a valid payload makes a valid file");
             // Debug, not `==`: the training summary's losses may be NaN (informational only).
-            assert_eq!(format!("{:?}", whole.header()), format!("{:?}", view.header()));
-            assert_eq!(view.channels().count(), usize::from(view.header().window.channels));
+            assert_eq!(
+                format!("{:?}", whole.header()),
+                format!("{:?}", view.header())
+            );
+            assert_eq!(
+                view.channels().count(),
+                usize::from(view.header().window.channels)
+            );
             assert_eq!(view.weights().len(), view.header().param_count());
             let mut d = DynDetector::from_bytes(&framed).expect("a valid file loads");
             smoke(&mut d);

@@ -5,30 +5,26 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensorae::{DynDetector, FaultKind, ModelView};
-use sensorae_fuzz::{Op, Reference, Small, Stream, apply, check_verdict, expected_fault, models};
+use sensorae::FaultKind;
+use sensorae_fuzz::{Op, Stream, apply, check_verdict, expected_fault, loaded};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, ops)) = data.split_first() else {
         return;
     };
-    let models = models();
-    let bytes = &models[usize::from(which) % models.len()];
-    let view = ModelView::from_bytes(bytes).expect("valid model");
+    let all = loaded();
+    let model = &all[usize::from(which) % all.len()];
+    let view = model.view;
     let channels = usize::from(view.header().window.channels);
-    let mut dynamic = DynDetector::from_bytes(bytes).expect("valid model");
+    let mut dynamic = model.dynamic.clone();
     // A fixed-size twin where one exists: same code over other storage, same verdicts.
-    let mut reference = Box::new(Reference::new());
-    let mut small = Box::new(Small::new());
-    let has_reference = reference.load(bytes).is_ok();
-    let has_small = small.load(bytes).is_ok();
+    let mut reference = model.reference.clone();
+    let mut small = model.small.clone();
     let mut twin = |op: &Op| {
-        if has_reference {
-            Some(apply(&mut *reference, op))
-        } else if has_small {
-            Some(apply(&mut *small, op))
+        if let Some(d) = reference.as_mut() {
+            Some(apply(&mut **d, op))
         } else {
-            None
+            small.as_mut().map(|d| apply(&mut **d, op))
         }
     };
     let mut stream = Stream::new(ops, &view);

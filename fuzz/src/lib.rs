@@ -5,8 +5,8 @@
 use std::sync::OnceLock;
 
 use sensorae::{
-    Activation, Aggregate, Arch, Channel, Detector, DynDetector, ErrorMetric, FaultKind,
-    ModelView, Scaling, Status, Variant, Verdict, encode_to_vec, param_count, testing,
+    Activation, Aggregate, Arch, Channel, Detector, DynDetector, ErrorMetric, FaultKind, ModelView,
+    Scaling, Status, Variant, Verdict, encode_to_vec, param_count, testing,
 };
 
 /// The detector type of the reference model (`firmware/model.snae`): C=8, W=16, H=32, Z=8.
@@ -38,7 +38,8 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 pub fn models() -> &'static [Vec<u8>] {
     static MODELS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     MODELS.get_or_init(|| {
-        let build = |mut h: sensorae::Header<'static>, edit: &dyn Fn(&mut Vec<Channel<'static>>)| {
+        let build = |mut h: sensorae::Header<'static>,
+                     edit: &dyn Fn(&mut Vec<Channel<'static>>)| {
             let mut channels: Vec<_> = (0..usize::from(h.window.channels))
                 .map(testing::channel)
                 .collect();
@@ -89,6 +90,39 @@ pub fn models() -> &'static [Vec<u8>] {
                 }
             }),
         ]
+    })
+}
+
+/// A model loaded once into each detector that fits it (loading checks 36 KB of CRC; the fuzz
+/// targets clone these instead).
+pub struct Loaded {
+    /// The model file, checked.
+    pub view: ModelView<'static>,
+    /// Heap detector.
+    pub dynamic: DynDetector,
+    /// The fixed reference-size detector, if the model has its sizes.
+    pub reference: Option<Box<Reference>>,
+    /// The fixed small detector, if the model has its sizes.
+    pub small: Option<Box<Small>>,
+}
+
+/// [`models`], loaded.
+pub fn loaded() -> &'static [Loaded] {
+    static LOADED: OnceLock<Vec<Loaded>> = OnceLock::new();
+    LOADED.get_or_init(|| {
+        models()
+            .iter()
+            .map(|bytes| {
+                let mut reference = Box::new(Reference::new());
+                let mut small = Box::new(Small::new());
+                Loaded {
+                    view: ModelView::from_bytes(bytes).expect("valid fuzz model"),
+                    dynamic: DynDetector::from_bytes(bytes).expect("valid fuzz model"),
+                    reference: reference.load(bytes).is_ok().then_some(reference),
+                    small: small.load(bytes).is_ok().then_some(small),
+                }
+            })
+            .collect()
     })
 }
 
@@ -191,22 +225,33 @@ pub fn expected_fault(view: &ModelView<'_>, sample: &[f32]) -> Option<(Option<u1
     if sample.len() != channels.len() {
         return Some((None, FaultKind::WrongLength));
     }
-    sample.iter().zip(&channels).enumerate().find_map(|(c, (&v, ch))| {
-        let kind = if v.is_nan() {
-            FaultKind::NotANumber
-        } else if v.is_infinite() {
-            FaultKind::Infinite
-        } else if v < ch.min {
-            FaultKind::BelowRange
-        } else if v > ch.max {
-            FaultKind::AboveRange
-        } else if !((v - ch.offset) * (1.0 / ch.scale)).is_finite() {
-            FaultKind::Overflow
-        } else {
-            return None;
-        };
-        Some((u16::try_from(c).ok(), kind))
-    })
+    sample
+        .iter()
+        .zip(&channels)
+        .enumerate()
+        .find_map(|(c, (&v, ch))| {
+            let kind = if v.is_nan() {
+                FaultKind::NotANumber
+            } else if v.is_infinite() {
+                FaultKind::Infinite
+            } else if v < ch.min {
+                FaultKind::BelowRange
+            } else if v > ch.max {
+                FaultKind::AboveRange
+            } else if !((v - ch.offset) * (1.0 / ch.scale)).is_finite() {
+                FaultKind::Overflow
+            } else {
+                return None;
+            };
+            Some((u16::try_from(c).ok(), kind))
+        })
+}
+
+/// `SENSORAE_FUZZ_KNOWN=allow` steps over the open findings (non-finite channel errors,
+/// `docs/reliability.md`), so that a run explores past them; by default every check holds.
+fn allow_known() -> bool {
+    static ALLOW: OnceLock<bool> = OnceLock::new();
+    *ALLOW.get_or_init(|| std::env::var("SENSORAE_FUZZ_KNOWN").is_ok_and(|v| v == "allow"))
 }
 
 /// The invariants of one verdict: the index counts pushes, scores are finite and non-negative,
@@ -220,7 +265,9 @@ pub fn check_verdict(v: &Verdict, channels: usize, index: u64) {
             assert!(s.raw.is_finite() && s.raw >= 0.0, "raw score {v:?}");
             for t in s.top.iter().flatten() {
                 assert!(usize::from(t.channel) < channels, "top channel {v:?}");
-                assert!(!t.error.is_nan() && t.error >= 0.0, "channel error {v:?}");
+                if !allow_known() {
+                    assert!(t.error.is_finite() && t.error >= 0.0, "channel error {v:?}");
+                }
             }
         }
         Status::Fault(f) => {

@@ -9,9 +9,7 @@
 use std::hint::black_box;
 
 use no_panic::no_panic;
-use sensorae::{
-    Arch, DecodeError, Detector, Header, LoadError, ModelView, Verdict, param_count,
-};
+use sensorae::{Arch, DecodeError, Detector, Header, LoadError, ModelView, Verdict, param_count};
 
 /// The reference model's detector: C=8, W=16, H=32, Z=8.
 type Reference = Detector<8, 16, 128, 32, 8, { param_count(Arch::Dense, 128, 32, 8) }>;
