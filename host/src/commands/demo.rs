@@ -59,6 +59,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     opts.name = format!("demo-{}", args.variant);
     opts.train.seed = args.seed;
     opts.threshold = crate::calibrate::Method::Quantile { q: 0.995 };
+    // The demo's machine holds its operating point, and its drift anomalies are what we
+    // want caught: tracking baselines (SKAB's rule) would chase the periodic channels.
+    opts.adaptation = sensorae::Adaptation::OFF;
     let train = data.values.get(..data.train_rows * c).unwrap_or(&[]);
     let fitted = fit::fit(train, &data.channels, &opts, &mut |_| {})?;
     let model_path = args.out.join("demo.snae");
