@@ -3,7 +3,11 @@
 use std::{io, path::PathBuf};
 
 use crate::{
-    calibrate::CalibrationError, data::DataError, metrics::MetricsError, plot::PlotError,
+    calibrate::CalibrationError,
+    data::DataError,
+    metrics::MetricsError,
+    pipeline::{ErrorKind as PipelineErrorKind, PipelineError},
+    plot::PlotError,
     train::TrainError,
 };
 
@@ -62,6 +66,9 @@ pub enum Error {
     /// A plot could not be drawn.
     #[error(transparent)]
     Plot(#[from] PlotError),
+    /// The streaming pipeline could not start or stopped on a failure.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
 }
 
 impl Error {
@@ -70,6 +77,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Usage(_) => 2,
+            Error::Pipeline(e) if matches!(e.kind(), PipelineErrorKind::Config(_)) => 2,
             _ => 1,
         }
     }

@@ -36,6 +36,8 @@ pub enum Command {
     Plot(plot::PlotArgs),
     /// Generate pump-like data with injected anomalies, train, score and report what was caught.
     Demo(demo::DemoArgs),
+    /// Score live sensor streams (CSV replay, stdin, MQTT) on worker threads.
+    Stream(Box<crate::pipeline::cli::StreamArgs>),
     /// Run a benchmark.
     Bench {
         /// Which benchmark.
@@ -79,6 +81,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Plot(args) => plot::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Stream(args) => Ok(crate::pipeline::cli::run(&args)?),
         Command::Bench {
             which: BenchCommand::Skab(args),
         } => bench::run(&args),

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 
 use super::{
     Backpressure, Builder, CsvReplay, CsvSink, Emit, JsonLines, LineFormat, LinesSource, ModelMap,
-    PipelineError, StopFlag,
+    PipelineError, Running, StopFlag,
     mqtt::{MqttEndpoint, MqttSink, MqttSource, parse_shards},
 };
 
@@ -105,6 +105,11 @@ pub struct StreamArgs {
     /// Print metrics to stderr every SECS seconds (0: only at the end).
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub metrics_every: f64,
+    /// Stop and drain once samples have arrived and then none came for SECS seconds (for
+    /// jobs that score a burst from a broker and exit; by default only Ctrl-C stops a
+    /// subscription).
+    #[arg(long, value_name = "SECS")]
+    pub idle_exit: Option<f64>,
 }
 
 /// The flag the Ctrl-C handler raises (the handler is installed once per process).
@@ -269,6 +274,23 @@ pub fn build(args: &StreamArgs, stop: StopFlag) -> Result<Builder, PipelineError
     Ok(b)
 }
 
+/// Returns when the sources have finished, or stops the pipeline once input arrived and then
+/// nothing new came for `idle`.
+fn stop_when_idle(running: &Running, idle: Duration) {
+    let poll = Duration::from_millis(20).min(idle);
+    let (mut seen, mut since) = (0, std::time::Instant::now());
+    while !running.sources_finished() {
+        std::thread::sleep(poll);
+        let n = running.metrics().samples_in;
+        if n != seen {
+            (seen, since) = (n, std::time::Instant::now());
+        } else if n > 0 && since.elapsed() >= idle {
+            running.stop();
+            return;
+        }
+    }
+}
+
 /// Runs `sensorae stream`: builds the pipeline, stops it on Ctrl-C, prints the final metrics
 /// to stderr.
 ///
@@ -278,7 +300,11 @@ pub fn run(args: &StreamArgs) -> Result<(), PipelineError> {
     let stop = StopFlag::new();
     let builder = build(args, stop.clone())?;
     install_ctrl_c(&stop);
-    let report = builder.run()?;
+    let running = builder.start()?;
+    if let Some(secs) = args.idle_exit {
+        stop_when_idle(&running, Duration::from_secs_f64(secs.max(0.0)));
+    }
+    let report = running.wait()?;
     let m = &report.metrics;
     eprintln!("sensorae stream: done: {m}");
     if !report.unmatched_streams.is_empty() {

@@ -511,6 +511,12 @@ impl Running {
         self.shared.stop.clone()
     }
 
+    /// Whether every source has stopped reading (end of input, a stop, or a failure).
+    #[must_use]
+    pub fn sources_finished(&self) -> bool {
+        self.sources.iter().all(|(_, h)| h.is_finished())
+    }
+
     /// The counters now.
     #[must_use]
     pub fn metrics(&self) -> MetricsSnapshot {

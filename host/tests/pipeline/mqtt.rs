@@ -12,11 +12,9 @@ use std::{
     time::Instant,
 };
 
-use clap::Parser;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS, SubscribeFilter};
 use sensorae_host::pipeline::{
     AlarmEvent, Builder, MemorySink, ModelMap, Record, Running,
-    cli::{StreamArgs, build},
     mqtt::{
         MqttEndpoint, MqttPublisher, MqttSink, MqttSource, sample_topic, shard_filters, shard_of,
     },
@@ -385,15 +383,9 @@ fn broker_restart_loses_nothing() {
     }
 }
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    stream: StreamArgs,
-}
-
-/// Two `sensorae stream` pipelines own shards 0-3 and 4-7 of 8 on one broker (built from the
-/// command-line flags, writing JSON lines): each stream lands in exactly one of them, and the
-/// union equals a single pipeline owning all shards.
+/// Two `sensorae stream` processes own shards 0-3 and 4-7 of 8 on one broker, and a third
+/// owns all 8; each writes JSON lines and exits when input stops. Each stream lands in exactly
+/// one of the two, and their union equals the single process's output and a direct scoring.
 #[test]
 fn two_processes_share_the_shards() {
     let broker = Broker::start();
@@ -409,50 +401,43 @@ fn two_processes_share_the_shards() {
         let owned: Vec<u32> = sensorae_host::pipeline::mqtt::parse_shards(list, shards).unwrap();
         presubscribe(&broker, id, &shard_filters("sensors", &owned));
         let out = dir.path().join(format!("{id}.jsonl"));
-        let args = Cli::try_parse_from([
-            "sensorae",
-            "--model",
-            &format!("pump-*={}", model_path.display()),
-            "--mqtt",
-            &format!("127.0.0.1:{port}"),
-            "--shards",
-            list,
-            "--shard-count",
-            "8",
-            "--client-id",
-            id,
-            "--out-json",
-            &out.display().to_string(),
-            "--metrics-every",
-            "0",
-        ])
-        .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sensorae"))
+            .args(["stream", "--model"])
+            .arg(format!("pump-*={}", model_path.display()))
+            .args(["--mqtt", &format!("127.0.0.1:{port}")])
+            .args(["--shards", list, "--shard-count", "8", "--client-id", id])
+            .arg("--out-json")
+            .arg(&out)
+            .args(["--metrics-every", "0", "--idle-exit", "3"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let want = names
             .iter()
             .filter(|s| owned.contains(&shard_of(s, shards)))
             .count()
             * n;
-        let running = build(&args.stream, Default::default())
-            .unwrap()
-            .start()
-            .unwrap();
-        runs.push((running, want as u64, out));
+        runs.push((child, want, out));
     }
-    assert_eq!(runs[0].1 + runs[1].1, (k * n) as u64);
+    assert_eq!(runs[0].1 + runs[1].1, k * n);
     assert!(runs[0].1 > 0 && runs[1].1 > 0);
     let publisher = MqttPublisher::connect(&broker.endpoint(), "gateway").unwrap();
     publish_all(&publisher, &names, n, shards, Duration::ZERO);
     publisher.close(Duration::from_secs(30)).unwrap();
     let mut outputs = Vec::new();
-    for (running, want, out) in runs {
-        let r = finish(running, want, 60);
-        assert_eq!(r.metrics.samples_in, want, "{}", r.metrics);
-        assert!(r.metrics.balanced());
+    for (child, want, out) in runs {
+        let o = within(60, move || child.wait_with_output()).unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains(&format!("in={want} ")), "{err}");
+        assert!(!err.contains("unaccounted"), "{err}");
         let text = fs::read_to_string(out).unwrap();
         let recs: Vec<Record> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
+        assert_eq!(recs.len(), want);
         outputs.push(by_stream(&recs));
     }
     let (a, b, single) = (&outputs[0], &outputs[1], &outputs[2]);
