@@ -152,11 +152,14 @@ impl State {
         scored: false,
     };
 
-    /// Forgets the window, smoothing and alarm; keeps the sample count.
+    /// Forgets the window, smoothing and exceedance counts; keeps the sample count and the
+    /// alarm, so a sensor fault during an anomaly neither silences the alarm nor lets drift
+    /// tracking absorb the anomaly while the window refills.
     fn restart(&mut self) {
         *self = State {
             loaded: self.loaded,
             index: self.index,
+            alarm: self.alarm,
             ..State::NEW
         };
     }
@@ -317,6 +320,13 @@ impl<S: Storage> Engine<S> {
         }
     }
 
+    /// Whether the alarm is on now (fault verdicts do not carry it; an alarm holds through
+    /// sensor faults).
+    #[must_use]
+    pub fn alarm(&self) -> bool {
+        self.state.alarm
+    }
+
     /// The tracked per-channel baselines, in normalised units (all 0 without adaptation).
     pub fn baselines(&self) -> impl Iterator<Item = f32> + '_ {
         self.storage.channel_states().iter().map(|c| c.baseline)
@@ -334,7 +344,9 @@ impl<S: Storage> Engine<S> {
     /// length is a [`SensorFault`]; it is never scored. If every faulty channel's run of faults is
     /// at most the model's `hold_max`, its last valid value is held and the window goes on
     /// (scores of windows holding such a value are marked `imputed`); otherwise the window,
-    /// smoothing and alarm restart, and scoring resumes once the window is full again.
+    /// smoothing and exceedance counts restart, and scoring resumes once the window is full
+    /// again. An alarm that was on stays on through the fault ([`alarm`](Self::alarm)) until
+    /// enough normal windows after it turn it off.
     pub fn push(&mut self, sample: &[f32]) -> Verdict {
         self.push_inner(Some(sample))
     }
@@ -581,6 +593,13 @@ impl<S: Storage> Engine<S> {
             return f32::MAX;
         }
         let mean = nn::channel_errors(cfg.scoring.metric, x, xhat, errors);
+        // A NaN or overflowing reconstruction saturates like the score, so the per-channel
+        // explanation stays finite and `MaxChannel` (whose fold skips NaN) cannot read 0.
+        for e in errors.iter_mut() {
+            if !(*e <= f32::MAX) {
+                *e = f32::MAX;
+            }
+        }
         let mut score = match cfg.scoring.aggregate {
             Aggregate::Mean => mean,
             Aggregate::MaxChannel => errors.iter().fold(0.0f32, |m, &e| m.max(e)),

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_CHANNELS: usize = 64;
 /// Largest window length, in samples.
 pub const MAX_WINDOW: usize = 4096;
-/// Largest layer width (input, hidden or latent).
-pub const MAX_WIDTH: usize = 65_536;
+/// Largest layer width (input, hidden or latent). Small enough that the parameter count and
+/// its byte size (at most about 5 * 8192^2 * 4 bytes) cannot wrap a 32-bit `usize`.
+pub const MAX_WIDTH: usize = 8192;
 /// Number of top channels a score reports.
 pub const TOP_K: usize = 3;
 

@@ -149,3 +149,27 @@ fn faults_elsewhere_leave_clean_alarms_unchanged() {
     assert!(!alarms[12..17].iter().any(|&a| a));
     assert!(alarms[17..].iter().all(|&a| a));
 }
+
+#[test]
+fn an_alarm_holds_through_a_fault_until_normal_windows_clear_it() {
+    let mut spec = Spec::new(3, 5, 4, 2);
+    spec.header.alarm.on_after = 1;
+    spec.header.alarm.off_after = 3;
+    spec.header.threshold.value = 0.0; // Every window exceeds until the threshold moves.
+    let mut d = DynDetector::from_bytes(&spec.bytes()).unwrap();
+    for t in 0..8 {
+        d.push(&signal(t, 3));
+    }
+    assert!(d.alarm());
+    d.set_threshold(1e9); // From now on every window is normal.
+    let mut s = signal(8, 3);
+    s[2] = f32::NAN;
+    let v = d.push(&s);
+    assert!(v.fault().is_some_and(|f| f.reset), "{v:?}");
+    assert!(d.alarm(), "a fault does not clear the alarm");
+    // The window refills (4 warm-up rows), then 3 normal windows turn the alarm off.
+    let alarms: Vec<bool> = (9..20).map(|t| d.push(&signal(t, 3)).is_alarm()).collect();
+    assert!(alarms[..4].iter().all(|&a| !a), "warming up: no score");
+    assert!(!d.alarm());
+    assert_eq!(alarms[4..], [true, true, false, false, false, false, false]);
+}

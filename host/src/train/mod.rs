@@ -298,15 +298,15 @@ impl TrainConfig {
             bad("window", self.window, "1 to 4096 rows")
         })?;
         check(channels * w <= MAX_WIDTH, || {
-            bad("window", self.window, "channels * window at most 65536")
+            bad("window", self.window, "channels * window at most 8192")
         })?;
         check(self.hop >= 1, || bad("hop", self.hop, "at least 1"))?;
         let widths = 1..=MAX_WIDTH as u32;
         check(widths.contains(&self.hidden), || {
-            bad("hidden", self.hidden, "1 to 65536")
+            bad("hidden", self.hidden, "1 to 8192")
         })?;
         check(widths.contains(&self.latent), || {
-            bad("latent", self.latent, "1 to 65536")
+            bad("latent", self.latent, "1 to 8192")
         })?;
         for (knob, a) in [
             ("encoder_hidden", self.encoder_hidden),
