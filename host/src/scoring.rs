@@ -86,9 +86,46 @@ pub fn write_scores(
             .unwrap_or_default();
         writeln!(
             out,
-            "{i},{score},{threshold},{},{fault},{top}",
-            u8::from(v.alarm)
+            "{i},{score},{threshold},{},{fault},{}",
+            u8::from(v.alarm),
+            csv_field(top)
         )?;
     }
     Ok(())
+}
+
+/// A CSV field, quoted (with doubled quotes inside) only when it has to be, as the `csv`
+/// crate and the firmware write it: channel names come from CSV headers and may hold commas.
+fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_with_commas_and_quotes_are_quoted() {
+        let verdicts = [RowVerdict {
+            score: Some(0.5),
+            alarm: true,
+            fault: None,
+            top_channel: Some(1),
+        }];
+        let channels = ["a".to_owned(), "flow, \"m3/h\"".to_owned()];
+        let mut out = Vec::new();
+        write_scores(&mut out, &verdicts, 0.25, &channels).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "row,score,threshold,alarm,fault,top_channel\n0,0.5,0.25,1,,\"flow, \"\"m3/h\"\"\"\n"
+        );
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let row = r.records().next().unwrap().unwrap();
+        assert_eq!(&row[5], "flow, \"m3/h\"");
+    }
 }
