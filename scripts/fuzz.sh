@@ -7,8 +7,6 @@
 #   TARGETS="push csv" scripts/fuzz.sh 60  # some targets only
 #   SANITIZER=none scripts/fuzz.sh 60      # without AddressSanitizer (default: address, falling
 #                                          # back to none if it does not build)
-#   SENSORAE_FUZZ_KNOWN=allow scripts/fuzz.sh 60   # step over the open findings listed in
-#                                          # docs/reliability.md, to explore past them
 #
 # Needs cargo-fuzz (installed when missing). Works on the stable toolchain with
 # RUSTC_BOOTSTRAP=1, which lets it pass the sanitizer and coverage flags cargo-fuzz uses.

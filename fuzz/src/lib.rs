@@ -247,13 +247,6 @@ pub fn expected_fault(view: &ModelView<'_>, sample: &[f32]) -> Option<(Option<u1
         })
 }
 
-/// `SENSORAE_FUZZ_KNOWN=allow` steps over the open findings (non-finite channel errors,
-/// `docs/reliability.md`), so that a run explores past them; by default every check holds.
-fn allow_known() -> bool {
-    static ALLOW: OnceLock<bool> = OnceLock::new();
-    *ALLOW.get_or_init(|| std::env::var("SENSORAE_FUZZ_KNOWN").is_ok_and(|v| v == "allow"))
-}
-
 /// The invariants of one verdict: the index counts pushes, scores are finite and non-negative,
 /// top channels and faults name real channels.
 pub fn check_verdict(v: &Verdict, channels: usize, index: u64) {
@@ -265,9 +258,7 @@ pub fn check_verdict(v: &Verdict, channels: usize, index: u64) {
             assert!(s.raw.is_finite() && s.raw >= 0.0, "raw score {v:?}");
             for t in s.top.iter().flatten() {
                 assert!(usize::from(t.channel) < channels, "top channel {v:?}");
-                if !allow_known() {
-                    assert!(t.error.is_finite() && t.error >= 0.0, "channel error {v:?}");
-                }
+                assert!(t.error.is_finite() && t.error >= 0.0, "channel error {v:?}");
             }
         }
         Status::Fault(f) => {
