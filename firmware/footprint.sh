@@ -127,10 +127,10 @@ for block in re.split(r"\n(?=0x[0-9a-f]{8}\n)", out.strip()):
 total = sum(last.values())
 print(f"\ninstructions of the last (scored) push: {total}")
 print("by sensorae function (callees inlined into it included):")
-for f, n in by_core.most_common(12):
+for f, n in by_core.most_common(30):
     print(f"  {n:7d} {100 * n / total:5.1f}%  {f[:100]}")
 print("by innermost function:")
-for f, n in by_inner.most_common(12):
+for f, n in by_inner.most_common(30):
     print(f"  {n:7d} {100 * n / total:5.1f}%  {f[:100]}")
 PY
 fi

@@ -27,7 +27,10 @@ pub const PREFIX_LEN: usize = 10;
 /// Bytes of the trailing checksum.
 pub const CRC_LEN: usize = 4;
 
-const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+/// Bitwise, without a lookup table: the 1 KiB table of the default (`Table<1>`) was the
+/// largest single item of the loader on a microcontroller; checking is once per load.
+const CRC32: crc::Crc<u32, crc::NoTable> =
+    crc::Crc::<u32, crc::NoTable>::new(&crc::CRC_32_ISO_HDLC);
 
 /// A checked, borrowed view of a model file: the header is decoded, channels and weights are
 /// validated and read on demand without copying.

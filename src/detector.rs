@@ -1,5 +1,7 @@
 //! The streaming detector: validate, normalise, window, reconstruct, score, alarm.
 
+use nalgebra::Dim;
+
 use crate::{
     codec::ModelView,
     error::LoadError,
@@ -560,7 +562,6 @@ impl<S: Storage> Engine<S> {
         let Buffers {
             params,
             ring,
-            x,
             xhat,
             h1,
             h2,
@@ -569,15 +570,18 @@ impl<S: Storage> Engine<S> {
             errors,
             ..
         } = self.storage.buffers();
-        // Oldest sample first: the ring from the head to its end, then from its start.
+        // Oldest sample first: the ring from the head to its end, then from its start. Read in
+        // place, in that order, by the first layer and the errors (no copy of the window).
         let (newer, older) = ring.split_at(split.min(ring.len()));
-        let (x_old, x_new) = x.split_at_mut(older.len());
-        x_old.copy_from_slice(older);
-        x_new.copy_from_slice(newer);
+        let x = [older, newer];
         let ok = nn::reconstruct(
             cfg.arch(),
             &cfg.layers,
-            Dims { n, h, z },
+            Dims {
+                n: n.value(),
+                h: h.value(),
+                z: z.value(),
+            },
             params,
             x,
             Scratch {
@@ -596,7 +600,7 @@ impl<S: Storage> Engine<S> {
         // A NaN or overflowing reconstruction saturates like the score, so the per-channel
         // explanation stays finite and `MaxChannel` (whose fold skips NaN) cannot read 0.
         for e in errors.iter_mut() {
-            if !(*e <= f32::MAX) {
+            if e.is_nan() || *e > f32::MAX {
                 *e = f32::MAX;
             }
         }

@@ -1,10 +1,8 @@
-//! The autoencoder forward pass and reconstruction errors, written once over nalgebra's `Dim`:
-//! `Const<N>` on the device, `Dyn` on the host, so both run the same arithmetic.
+//! The autoencoder forward pass and reconstruction errors, written once over plain slices and
+//! sizes: fixed-size detectors on the device and heap ones on the host run the same arithmetic.
 //!
 //! Parameters are one flat slice in file order; each weight matrix is column-major with as many
 //! rows as the layer has outputs (see `docs/model-format.md`).
-
-use nalgebra::Dim;
 
 use crate::model::{Activation, Arch, ErrorMetric, Layers};
 
@@ -57,7 +55,7 @@ impl Activation {
 /// a layer's activations vectorise; libm's `tanhf` (through `expm1f`) was a third of the time
 /// of scoring a window.
 #[must_use]
-#[inline]
+#[inline(always)]
 fn tanh(x: f32) -> f32 {
     const CLAMP: f32 = 7.905_311;
     const A: [f32; 7] = [
@@ -72,8 +70,13 @@ fn tanh(x: f32) -> f32 {
     const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
     let c = x.clamp(-CLAMP, CLAMP);
     let x2 = c * c;
-    let p = A.iter().rev().fold(0.0, |acc, &a| acc * x2 + a) * c;
-    let q = B.iter().rev().fold(0.0, |acc, &b| acc * x2 + b);
+    // Horner's rule written out (a loop over the coefficients is not unrolled at opt-level
+    // "s" and costs three times the instructions).
+    let [a0, a1, a2, a3, a4, a5, a6] = A;
+    let [b0, b1, b2, b3] = B;
+    let p = (((((a6 * x2 + a5) * x2 + a4) * x2 + a3) * x2 + a2) * x2 + a1) * x2 + a0;
+    let p = p * c;
+    let q = ((b3 * x2 + b2) * x2 + b1) * x2 + b0;
     // Near zero tanh(x) rounds to x; the ratio would be a few ulp off.
     if x.abs() < 4e-4 { x } else { p / q }
 }
@@ -87,94 +90,129 @@ fn take<'p>(params: &mut &'p [f32], len: usize) -> Option<&'p [f32]> {
 
 /// The sizes a forward pass runs at.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Dims<N: Dim, H: Dim, Z: Dim> {
-    pub n: N,
-    pub h: H,
-    pub z: Z,
+pub(crate) struct Dims {
+    pub n: usize,
+    pub h: usize,
+    pub z: usize,
 }
 
-/// `y = act(W x + b)` with `W` (`o` x `i`) column-major, or `y = act(W^T x + b)` with `W`
-/// (`i` x `o`) when `transposed`. Sums run in column order, `b + W[.., 0] x_0 + W[.., 1] x_1 +
-/// ...`, for every size alike, so fixed and heap detectors agree bit for bit.
+/// A layer input in two parts read one after the other: the window is the ring of samples
+/// rotated by whole samples, so the first layer reads it in place as `[older, newer]` instead
+/// of from a copy. Other layers pass `[x, &[]]`.
+pub(crate) type Parts<'a> = [&'a [f32]; 2];
+
+/// `y = act(W x + b)` with `W` (`rows` x `cols`) column-major, or `y = act(W^T x + b)` with
+/// `W` (`cols` x `rows`) when `transposed`. Sums run in column order, `b + W[.., 0] x_0 +
+/// W[.., 1] x_1 + ...`, for every size alike, so fixed and heap detectors agree bit for bit.
+///
+/// Not generic and not inlined: one copy serves every layer of every model size (sizes
+/// monomorphised into the kernel cost kilobytes of flash per shape).
+#[inline(never)]
 #[allow(clippy::too_many_arguments)] // reason: one call site per layer keeps the sizes explicit
-fn affine<O: Dim, I: Dim>(
+fn affine(
     w: &[f32],
     b: &[f32],
-    o: O,
-    i: I,
+    rows: usize,
+    cols: usize,
     transposed: bool,
-    x: &[f32],
+    x: Parts<'_>,
     y: &mut [f32],
     act: Activation,
 ) -> Option<()> {
-    let rows = o.value();
-    let cols = i.value();
-    let (x, y) = (x.get(..cols)?, y.get_mut(..rows)?);
-    if w.len() != rows * cols || b.len() != rows {
+    let y = y.get_mut(..rows)?;
+    if w.len() != rows.checked_mul(cols)? || b.len() != rows || x[0].len() + x[1].len() != cols {
         return None;
     }
-    y.copy_from_slice(b);
     if transposed {
-        // Output k is the dot product of W's column k (contiguous) with x.
+        y.copy_from_slice(b);
+        // Output k is the dot product of W's column k (contiguous) with x, read in one part.
+        if !x[1].is_empty() {
+            return None;
+        }
         if cols > 0 {
             for (yk, col) in y.iter_mut().zip(w.chunks_exact(cols)) {
-                *yk += dot(col, x);
+                *yk += dot(col, x[0]);
             }
         }
     } else {
-        matvec(w, rows, x, y);
+        matvec(w, b, rows, x, y);
     }
     act.apply_all(y);
     Some(())
 }
 
-/// Output rows accumulated together: with `BLOCK` sums held in registers, each column step is
-/// `BLOCK` weight loads, one broadcast of `x_j` and `BLOCK` multiply-adds, and nothing spills
-/// (nalgebra's `gemv` walks whole columns, storing and reloading `y` at every step).
-const BLOCK: usize = 32;
-
-/// `y += W x`, `W` column-major with `rows` rows (one per element of `y`).
-fn matvec(w: &[f32], rows: usize, x: &[f32], y: &mut [f32]) {
-    if rows == 0 {
+/// `y = b + W x`, `W` column-major with `rows == y.len() == b.len()` rows, `x` in two parts,
+/// summed as `b + W[.., 0] x_0 + W[.., 1] x_1 + ...`. Output rows are
+/// taken `R` at a time and their `R` sums held in registers while walking the columns, so each
+/// column step is one load of `x_j`, `R` weight loads and `R` multiply-adds (16 sums plus `x_j`
+/// and a weight fit the Cortex-M4F's 32 single-precision registers; 32 sums spill).
+fn matvec(w: &[f32], b: &[f32], rows: usize, x: Parts<'_>, y: &mut [f32]) {
+    let Some((w0, w1)) = w.split_at_checked(x[0].len().saturating_mul(rows)) else {
         return;
-    }
+    };
     let mut r0 = 0;
-    while r0 < rows {
-        let left = rows - r0;
-        let Some(yb) = y.get_mut(r0..) else { return };
-        r0 += if left >= BLOCK {
-            rows_block::<BLOCK>(w, rows, r0, x, yb)
-        } else if left >= 8 {
-            rows_block::<8>(w, rows, r0, x, yb)
-        } else {
-            rows_block::<1>(w, rows, r0, x, yb)
+    let mut rest = y;
+    loop {
+        let Some(b) = b.get(r0..) else { return };
+        rest = match rest.len() {
+            16.. => rows_block(w0, w1, b, rows, r0, x, rest, columns16),
+            8.. => rows_block(w0, w1, b, rows, r0, x, rest, columns8),
+            1.. => rows_block(w0, w1, b, rows, r0, x, rest, columns1),
+            0 => return,
         };
+        r0 = rows - rest.len();
     }
 }
 
-/// `y[..R] += W[r0..r0 + R, ..] x`; returns `R`.
+/// `y[..R] = b[..R] + W[r0..r0 + R, ..] x` over the columns in `w0` (for `x[0]`) then `w1`
+/// (`x[1]`); returns the rows after these `R`.
 #[inline(always)]
-fn rows_block<const R: usize>(
-    w: &[f32],
+#[allow(clippy::too_many_arguments)] // reason: inlined into its one caller
+fn rows_block<'y, const R: usize>(
+    w0: &[f32],
+    w1: &[f32],
+    b: &[f32],
     rows: usize,
     r0: usize,
-    x: &[f32],
-    y: &mut [f32],
-) -> usize {
-    let Some(out) = y.first_chunk_mut::<R>() else {
-        return R;
+    x: Parts<'_>,
+    y: &'y mut [f32],
+    columns: fn(&mut [f32; R], &[f32], usize, usize, &[f32]),
+) -> &'y mut [f32] {
+    let (Some((out, rest)), Some(b)) = (y.split_first_chunk_mut::<R>(), b.first_chunk::<R>())
+    else {
+        return &mut [];
     };
-    let mut acc = *out;
-    for (col, &xj) in w.chunks_exact(rows).zip(x) {
-        if let Some(wc) = col.get(r0..).and_then(<[f32]>::first_chunk::<R>) {
-            for (a, &wv) in acc.iter_mut().zip(wc) {
-                *a += wv * xj;
-            }
-        }
+    if rows == 0 || r0 + R > rows {
+        return &mut [];
     }
+    let mut acc = *b;
+    columns(&mut acc, w0, rows, r0, x[0]);
+    columns(&mut acc, w1, rows, r0, x[1]);
     *out = acc;
-    R
+    rest
 }
+
+/// Defines `fn $name(acc: &mut [f32; R], w, rows, r0, x)`: `acc += W[r0..r0 + R, ..] x` for
+/// the columns of `w` (`rows` each, `r0 + R <= rows`), in column order. The `R` multiply-adds of
+/// a column are written out, so the sums stay in registers at every opt-level (LLVM unrolls a
+/// loop over them only at opt-level 3, and a loop keeps them in memory).
+macro_rules! columns {
+    ($name:ident, $r:literal, [$($k:literal)*]) => {
+        #[inline(always)]
+        fn $name(acc: &mut [f32; $r], w: &[f32], rows: usize, r0: usize, x: &[f32]) {
+            let mut a = *acc;
+            for (col, &xj) in w.chunks_exact(rows).zip(x) {
+                if let Some(wc) = col.get(r0..).and_then(<[f32]>::first_chunk::<$r>) {
+                    $(a[$k] += wc[$k] * xj;)*
+                }
+            }
+            *acc = a;
+        }
+    };
+}
+columns!(columns16, 16, [0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15]);
+columns!(columns8, 8, [0 1 2 3 4 5 6 7]);
+columns!(columns1, 1, [0]);
 
 /// `a . b` with eight running sums (so it vectorises), added up at the end.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -201,43 +239,45 @@ pub(crate) struct Scratch<'a> {
     pub h2: &'a mut [f32],
 }
 
-/// Reconstructs `x` into `xhat`. For the VAE the decoder runs on the mean, and `scratch.logvar`
-/// holds the log-variance afterwards. Returns `None` only if slice lengths disagree with the
-/// sizes, which loading rules out.
-pub(crate) fn reconstruct<N: Dim, H: Dim, Z: Dim>(
+/// Reconstructs `x` (in two parts, see [`Parts`]) into `xhat`. For the VAE the decoder runs
+/// on the mean, and `scratch.logvar` holds the log-variance afterwards. Returns `None` only if
+/// slice lengths disagree with the sizes, which loading rules out.
+pub(crate) fn reconstruct(
     arch: Arch,
     layers: &Layers,
-    d: Dims<N, H, Z>,
+    d: Dims,
     mut params: &[f32],
-    x: &[f32],
+    x: Parts<'_>,
     s: Scratch<'_>,
     xhat: &mut [f32],
 ) -> Option<()> {
-    let (n, h, z) = (d.n.value(), d.h.value(), d.z.value());
+    let Dims { n, h, z } = d;
     let p = &mut params;
     let (w1, b1) = (take(p, h * n)?, take(p, h)?);
-    affine(w1, b1, d.h, d.n, false, x, s.h1, layers.encoder_hidden)?;
+    affine(w1, b1, h, n, false, x, s.h1, layers.encoder_hidden)?;
     let (w2, b2) = (take(p, z * h)?, take(p, z)?);
+    let h1 = [&*s.h1, &[][..]];
     match arch {
-        Arch::Dense | Arch::Tied => affine(w2, b2, d.z, d.h, false, s.h1, s.z, layers.code)?,
+        Arch::Dense | Arch::Tied => affine(w2, b2, z, h, false, h1, s.z, layers.code)?,
         Arch::Vae => {
-            affine(w2, b2, d.z, d.h, false, s.h1, s.z, Activation::Linear)?;
+            affine(w2, b2, z, h, false, h1, s.z, Activation::Linear)?;
             let (wl, bl) = (take(p, z * h)?, take(p, z)?);
-            affine(wl, bl, d.z, d.h, false, s.h1, s.logvar, Activation::Linear)?;
+            affine(wl, bl, z, h, false, h1, s.logvar, Activation::Linear)?;
         }
     }
+    let code = [&*s.z, &[][..]];
     match arch {
         Arch::Dense | Arch::Vae => {
             let (w3, b3) = (take(p, h * z)?, take(p, h)?);
-            affine(w3, b3, d.h, d.z, false, s.z, s.h2, layers.decoder_hidden)?;
+            affine(w3, b3, h, z, false, code, s.h2, layers.decoder_hidden)?;
             let (w4, b4) = (take(p, n * h)?, take(p, n)?);
-            affine(w4, b4, d.n, d.h, false, s.h2, xhat, layers.output)?;
+            affine(w4, b4, n, h, false, [s.h2, &[]], xhat, layers.output)?;
         }
         Arch::Tied => {
             let b3 = take(p, h)?;
-            affine(w2, b3, d.h, d.z, true, s.z, s.h2, layers.decoder_hidden)?;
+            affine(w2, b3, h, z, true, code, s.h2, layers.decoder_hidden)?;
             let b4 = take(p, n)?;
-            affine(w1, b4, d.n, d.h, true, s.h2, xhat, layers.output)?;
+            affine(w1, b4, n, h, true, [s.h2, &[]], xhat, layers.output)?;
         }
     }
     p.is_empty().then_some(())
@@ -280,24 +320,46 @@ impl ErrorMetric {
     }
 }
 
-/// Per-channel mean errors of a time-major window (`x[t * C + c]`), written into `out`
-/// (length C). Returns the mean over all entries.
-pub(crate) fn channel_errors(metric: ErrorMetric, x: &[f32], xhat: &[f32], out: &mut [f32]) -> f32 {
+/// Per-channel mean errors of a time-major window (`x[t * C + c]`, in two parts, see
+/// [`Parts`]), written into `out` (length C). Returns the mean over all entries.
+pub(crate) fn channel_errors(
+    metric: ErrorMetric,
+    x: Parts<'_>,
+    xhat: &[f32],
+    out: &mut [f32],
+) -> f32 {
     let channels = out.len();
     out.fill(0.0);
     if channels == 0 {
         return 0.0;
     }
-    for (xs, ys) in x.chunks_exact(channels).zip(xhat.chunks_exact(channels)) {
-        for ((o, &a), &b) in out.iter_mut().zip(xs).zip(ys) {
-            *o += metric.entry(a, b);
-        }
+    let (xhat0, xhat1) = xhat.split_at(x[0].len().min(xhat.len()));
+    let parts = [(x[0], xhat0), (x[1], xhat1)];
+    // One loop per metric (MSE without a branch per entry; LLVM hoists the `match` out of the
+    // loop only at opt-level 3).
+    match metric {
+        ErrorMetric::Mse => add_errors(parts, out, |a, b| (a - b) * (a - b)),
+        ErrorMetric::Mae => add_errors(parts, out, |a, b| (a - b).abs()),
+        ErrorMetric::Bce => add_errors(parts, out, |a, b| ErrorMetric::Bce.entry(a, b)),
     }
-    let steps = (x.len() / channels).max(1) as f32;
+    let steps = ((x[0].len() + x[1].len()) / channels).max(1) as f32;
     let mut total = 0.0;
     for o in out.iter_mut() {
         total += *o;
         *o /= steps;
     }
     total / (steps * channels as f32)
+}
+
+/// `out[c] += entry(x[t * C + c], xhat[t * C + c])` over both parts, in time order.
+#[inline(always)]
+fn add_errors(parts: [(&[f32], &[f32]); 2], out: &mut [f32], entry: impl Fn(f32, f32) -> f32) {
+    let channels = out.len();
+    for (xs, ys) in parts {
+        for (xs, ys) in xs.chunks_exact(channels).zip(ys.chunks_exact(channels)) {
+            for ((o, &a), &b) in out.iter_mut().zip(xs).zip(ys) {
+                *o += entry(a, b);
+            }
+        }
+    }
 }

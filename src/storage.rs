@@ -59,8 +59,6 @@ pub struct Buffers<'a> {
     pub params: &'a mut [f32],
     /// Ring of the last W normalised samples, C values each (time-major).
     pub ring: &'a mut [f32],
-    /// The flattened window (N).
-    pub x: &'a mut [f32],
     /// The reconstruction, then the entry errors (N).
     pub xhat: &'a mut [f32],
     /// Encoder hidden activations (H).
@@ -121,7 +119,6 @@ pub struct Fixed<
 > {
     params: [f32; P],
     ring: [f32; N],
-    x: [f32; N],
     xhat: [f32; N],
     h1: [f32; H],
     h2: [f32; H],
@@ -147,7 +144,6 @@ impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: us
         Fixed {
             params: [0.0; P],
             ring: [0.0; N],
-            x: [0.0; N],
             xhat: [0.0; N],
             h1: [0.0; H],
             h2: [0.0; H],
@@ -202,7 +198,6 @@ impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: us
         Buffers {
             params: &mut self.params,
             ring: &mut self.ring,
-            x: &mut self.x,
             xhat: &mut self.xhat,
             h1: &mut self.h1,
             h2: &mut self.h2,
@@ -235,7 +230,6 @@ pub struct Heap {
     z: usize,
     params: alloc::vec::Vec<f32>,
     ring: alloc::vec::Vec<f32>,
-    x: alloc::vec::Vec<f32>,
     xhat: alloc::vec::Vec<f32>,
     h1: alloc::vec::Vec<f32>,
     h2: alloc::vec::Vec<f32>,
@@ -262,7 +256,6 @@ impl Storage for Heap {
         };
         resize(&mut self.params, header.param_count());
         resize(&mut self.ring, self.n);
-        resize(&mut self.x, self.n);
         resize(&mut self.xhat, self.n);
         resize(&mut self.h1, self.h);
         resize(&mut self.h2, self.h);
@@ -286,7 +279,6 @@ impl Storage for Heap {
         Buffers {
             params: &mut self.params,
             ring: &mut self.ring,
-            x: &mut self.x,
             xhat: &mut self.xhat,
             h1: &mut self.h1,
             h2: &mut self.h2,
