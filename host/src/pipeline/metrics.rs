@@ -85,10 +85,19 @@ impl LocalLatency {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn record(&mut self, d: Duration) {
+        self.record_n(d, 1);
+    }
+
+    /// Counts `n` samples that took `d`.
+    pub(crate) fn record_n(&mut self, d: Duration, n: u64) {
+        if n == 0 {
+            return;
+        }
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         if let Some(b) = self.buckets.get_mut(bucket_of(ns)) {
-            *b += 1;
+            *b += n;
             self.any = true;
         }
     }

@@ -1,25 +1,110 @@
 //! The source side: interns stream ids, partitions samples by stream onto workers and moves
 //! them in batches over bounded queues.
 
-use core::sync::atomic::{AtomicBool, Ordering};
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use core::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    thread,
+    time::Instant,
+};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::{ErrorKind, PipelineError, metrics::Counters, models::ModelMap};
 
-/// One sample on its way to a worker.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    /// Stream (sensor) id.
-    pub stream: Arc<str>,
-    /// Raw values in the model's channel order.
-    pub values: Vec<f32>,
-    /// Sequence number within the stream, if the source has one (used to drop redeliveries and
-    /// count gaps).
-    pub seq: Option<u64>,
-    /// When the pipeline accepted it.
-    pub ingested: Instant,
+/// A stream id interned by [`Router::intern`]: pushing by key ([`Router::push_key`]) skips
+/// hashing the id, for sources that know their streams up front. Valid for the router that
+/// made it (and the other routers of the same pipeline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    /// Dense id shared by every router and worker of the pipeline.
+    id: u32,
+    /// The worker that owns the stream.
+    worker: u32,
+}
+
+/// One sample in a [`Batch`]: its stream, where its values end and its sequence number.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    /// Interned stream id ([`Interner`]).
+    pub(crate) stream: u32,
+    /// End of its values in [`Batch::values`] (they start where the previous entry's end).
+    pub(crate) end: u32,
+    /// Sequence number within the stream, if the source has one (used to drop redeliveries
+    /// and count gaps).
+    pub(crate) seq: Option<u64>,
+}
+
+/// Samples on their way to one worker, stored flat: one allocation per batch rather than one
+/// per sample, and no shared reference count per sample.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) values: Vec<f32>,
+    /// When the router accepted the batch's first sample.
+    pub(crate) ingested: Instant,
+}
+
+impl Batch {
+    fn with_capacity(samples: usize, values: usize) -> Self {
+        Batch {
+            entries: Vec::with_capacity(samples),
+            values: Vec::with_capacity(values),
+            ingested: Instant::now(),
+        }
+    }
+
+    /// Number of samples.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Each sample with its values.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&Entry, &[f32])> {
+        let mut start = 0usize;
+        self.entries.iter().map(move |e| {
+            let end = e.end as usize;
+            let values = self.values.get(start..end).unwrap_or(&[]);
+            start = end;
+            (e, values)
+        })
+    }
+}
+
+/// Dense ids for stream names, shared by every router (so a stream pushed by two sources is one
+/// stream) and read by workers the first time they see an id.
+#[derive(Debug, Default)]
+pub(crate) struct Interner {
+    ids: Mutex<HashMap<Arc<str>, u32, core::hash::BuildHasherDefault<FnvHasher>>>,
+    names: RwLock<Vec<Arc<str>>>,
+}
+
+impl Interner {
+    fn intern(&self, name: &str) -> u32 {
+        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&id) = ids.get(name) {
+            return id;
+        }
+        let mut names = self.names.write().unwrap_or_else(PoisonError::into_inner);
+        let id = u32::try_from(names.len()).unwrap_or(u32::MAX);
+        let name: Arc<str> = Arc::from(name);
+        names.push(Arc::clone(&name));
+        ids.insert(name, id);
+        id
+    }
+
+    /// The name of an interned id.
+    pub(crate) fn name(&self, id: u32) -> Option<Arc<str>> {
+        self.names
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id as usize)
+            .cloned()
+    }
 }
 
 /// What a source does when a worker's queue is full.
@@ -109,6 +194,7 @@ pub(crate) struct Shared {
     /// Raised when any thread failed: sources stop at once and routers stop waiting.
     pub(crate) failed: AtomicBool,
     pub(crate) models: ModelMap,
+    pub(crate) interner: Interner,
 }
 
 /// A source's handle into the pipeline: [`push`](Router::push) samples, and the router batches
@@ -116,34 +202,54 @@ pub(crate) struct Shared {
 /// Sources should flush before they wait for input, so samples do not sit in a batch.
 #[derive(Debug)]
 pub struct Router {
-    queues: Vec<Sender<Vec<Sample>>>,
+    queues: Vec<Sender<Batch>>,
     /// Receiver ends, kept only for drop-oldest.
-    drains: Vec<Receiver<Vec<Sample>>>,
-    buffers: Vec<Vec<Sample>>,
+    drains: Vec<Receiver<Batch>>,
+    buffers: Vec<Batch>,
     batch: usize,
-    interned: StreamMap<String, (Arc<str>, usize)>,
+    /// Values per batch to reserve (the most a batch has held).
+    values_hint: usize,
+    interned: StreamMap<String, StreamKey>,
     counters: Arc<Counters>,
     shared: Arc<Shared>,
 }
 
 impl Router {
     pub(crate) fn new(
-        queues: Vec<Sender<Vec<Sample>>>,
-        drains: Vec<Receiver<Vec<Sample>>>,
+        queues: Vec<Sender<Batch>>,
+        drains: Vec<Receiver<Batch>>,
         batch: usize,
         counters: Arc<Counters>,
         shared: Arc<Shared>,
     ) -> Self {
-        let buffers = queues.iter().map(|_| Vec::with_capacity(batch)).collect();
+        let batch = batch.max(1);
+        let buffers = queues
+            .iter()
+            .map(|_| Batch::with_capacity(batch, 0))
+            .collect();
         Router {
             queues,
             drains,
             buffers,
-            batch: batch.max(1),
+            batch,
+            values_hint: 0,
             interned: StreamMap::default(),
             counters,
             shared,
         }
+    }
+
+    /// The key of `stream`, for [`push_key`](Router::push_key).
+    pub fn intern(&mut self, stream: &str) -> StreamKey {
+        if let Some(&key) = self.interned.get(stream) {
+            return key;
+        }
+        let key = StreamKey {
+            id: self.shared.interner.intern(stream),
+            worker: u32::try_from(partition(stream, self.queues.len())).unwrap_or(0),
+        };
+        self.interned.insert(stream.to_owned(), key);
+        key
     }
 
     /// Accepts one sample of `stream`.
@@ -156,28 +262,48 @@ impl Router {
         values: Vec<f32>,
         seq: Option<u64>,
     ) -> Result<(), PipelineError> {
-        let workers = self.queues.len();
-        let (id, worker) = match self.interned.get(stream) {
-            Some((id, w)) => (Arc::clone(id), *w),
-            None => {
-                let id: Arc<str> = Arc::from(stream);
-                let w = partition(stream, workers);
-                self.interned
-                    .insert(stream.to_owned(), (Arc::clone(&id), w));
-                (id, w)
-            }
-        };
-        let sample = Sample {
-            stream: id,
-            values,
-            seq,
-            ingested: Instant::now(),
-        };
-        Counters::add(&self.counters.samples_in, 1);
+        self.push_slice(stream, &values, seq)
+    }
+
+    /// Accepts one sample of `stream`, copying its values.
+    ///
+    /// # Errors
+    /// As [`Router::push`].
+    pub fn push_slice(
+        &mut self,
+        stream: &str,
+        values: &[f32],
+        seq: Option<u64>,
+    ) -> Result<(), PipelineError> {
+        let key = self.intern(stream);
+        self.push_key(key, values, seq)
+    }
+
+    /// Accepts one sample of the stream `key` names (from [`Router::intern`]), copying its
+    /// values: the cheapest way in, for sources that know their streams.
+    ///
+    /// # Errors
+    /// As [`Router::push`].
+    pub fn push_key(
+        &mut self,
+        key: StreamKey,
+        values: &[f32],
+        seq: Option<u64>,
+    ) -> Result<(), PipelineError> {
+        let workers = self.buffers.len().max(1);
+        let worker = key.worker as usize % workers;
         let full = match self.buffers.get_mut(worker) {
             Some(buf) => {
-                buf.push(sample);
-                buf.len() >= self.batch
+                if buf.entries.is_empty() {
+                    buf.ingested = Instant::now();
+                }
+                buf.values.extend_from_slice(values);
+                buf.entries.push(Entry {
+                    stream: key.id,
+                    end: u32::try_from(buf.values.len()).unwrap_or(u32::MAX),
+                    seq,
+                });
+                buf.entries.len() >= self.batch
             }
             None => false,
         };
@@ -224,19 +350,45 @@ impl Router {
             .map(|m| m.channels.as_slice())
     }
 
+    /// Blocking back-pressure: waits until the worker has taken half its queue, napping with a
+    /// growing pause (20 us to 1 ms) rather than sleeping on the channel. A sender blocked on a
+    /// full channel is woken by every batch the worker takes, which costs the worker a system
+    /// call and the core a context switch per batch: as much as the scoring of a small batch.
+    fn wait_for_room(&self, queue: &Sender<Batch>) -> Result<(), PipelineError> {
+        let half = queue.capacity().unwrap_or(1) / 2;
+        let mut nap = Duration::from_micros(20);
+        while queue.len() > half {
+            if self.shared.failed.load(Ordering::SeqCst) {
+                return Err(PipelineError::new(ErrorKind::Disconnected("worker queue")));
+            }
+            thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
     fn send(&mut self, worker: usize) -> Result<(), PipelineError> {
         let (Some(buf), Some(queue)) = (self.buffers.get_mut(worker), self.queues.get(worker))
         else {
             return Ok(());
         };
-        if buf.is_empty() {
+        if buf.entries.is_empty() {
             return Ok(());
         }
-        let mut batch = core::mem::replace(buf, Vec::with_capacity(self.batch));
+        self.values_hint = self.values_hint.max(buf.values.len());
+        let mut batch = core::mem::replace(buf, Batch::with_capacity(self.batch, self.values_hint));
+        Counters::add(&self.counters.samples_in, batch.len() as u64);
         Counters::add(&self.counters.batches, 1);
         let gone = || PipelineError::new(ErrorKind::Disconnected("worker queue"));
         match self.drains.get(worker) {
-            None => super::send_or_fail(queue, batch, &self.shared, "worker queue"),
+            None => match queue.try_send(batch) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Disconnected(_)) => Err(gone()),
+                Err(TrySendError::Full(back)) => {
+                    self.wait_for_room(queue)?;
+                    super::send_or_fail(queue, back, &self.shared, "worker queue")
+                }
+            },
             Some(drain) => loop {
                 if self.shared.failed.load(Ordering::SeqCst) {
                     return Err(gone());

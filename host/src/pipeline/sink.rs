@@ -1,5 +1,6 @@
 //! Where records go: JSON lines, CSV, memory (and MQTT, in `mqtt`).
 
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::{
     fs::File,
     io::{self, BufWriter, Write},
@@ -7,7 +8,10 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use super::{ErrorKind, PipelineError, worker::Record};
+use super::{
+    ErrorKind, PipelineError,
+    worker::{AlarmEvent, Record},
+};
 
 /// A destination for records. Sinks run on the pipeline's sink thread, one batch at a time.
 pub trait Sink: Send {
@@ -172,6 +176,61 @@ impl Sink for MemorySink {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend_from_slice(records);
+        Ok(())
+    }
+}
+
+/// Counts records and alarm onsets without formatting or keeping them: the cheapest sink, for
+/// benchmarks and dry runs.
+///
+/// # Examples
+/// ```
+/// use sensorae_host::pipeline::{Builder, CountingSink, IterSource, ModelMap};
+///
+/// let mut models = ModelMap::new();
+/// models.add_bytes("*", "tiny", &sensorae::testing::tiny_model_bytes())?;
+/// let count = CountingSink::new();
+/// Builder::new(models)
+///     .source(IterSource::new((0..10).map(|t| ("s".to_owned(), vec![t as f32 * 0.1, 0.0]))))
+///     .sink(count.clone())
+///     .run()?;
+/// assert_eq!(count.records(), 10);
+/// # Ok::<(), sensorae_host::pipeline::PipelineError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct CountingSink {
+    records: Arc<AtomicU64>,
+    onsets: Arc<AtomicU64>,
+}
+
+impl CountingSink {
+    /// A sink at zero; clone it before handing it to the builder to read the counts later.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records written so far.
+    #[must_use]
+    pub fn records(&self) -> u64 {
+        self.records.load(Relaxed)
+    }
+
+    /// Records that turned an alarm on.
+    #[must_use]
+    pub fn alarm_onsets(&self) -> u64 {
+        self.onsets.load(Relaxed)
+    }
+}
+
+impl Sink for CountingSink {
+    fn write(&mut self, records: &[Record]) -> Result<(), PipelineError> {
+        let onsets = records
+            .iter()
+            .filter(|r| r.event == Some(AlarmEvent::On))
+            .count();
+        self.records.fetch_add(records.len() as u64, Relaxed);
+        self.onsets.fetch_add(onsets as u64, Relaxed);
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! The worker side: one detector per stream, verdicts to records.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use sensorae::{DynDetector, Status};
@@ -10,7 +10,7 @@ use super::{
     PipelineError,
     metrics::{Counters, LocalLatency},
     models::Model,
-    router::{Sample, Shared, StreamMap},
+    router::{Batch, Shared},
 };
 
 /// Which verdicts become records for the sinks.
@@ -79,14 +79,23 @@ pub struct Record {
     pub latency_us: u64,
 }
 
-/// Per-stream state on its worker.
-enum StreamState {
-    Scoring {
-        detector: Box<DynDetector>,
-        model: Arc<Model>,
-        last_seq: Option<u64>,
-        alarm: bool,
-    },
+/// Fewest records a worker hands to the sink at once while its input is busy.
+const SINK_LOT: usize = 256;
+
+/// A scored stream's state on its worker.
+struct Scoring {
+    detector: DynDetector,
+    model: Arc<Model>,
+    name: Arc<str>,
+    last_seq: Option<u64>,
+    alarm: bool,
+}
+
+/// Per-stream state on its worker, indexed by interned stream id.
+enum Slot {
+    /// Not seen yet by this worker.
+    Unknown,
+    Scoring(Box<Scoring>),
     /// No model matches: samples are counted, not scored.
     Unmatched,
 }
@@ -94,7 +103,7 @@ enum StreamState {
 pub(crate) struct Worker {
     #[cfg(test)]
     pub(crate) id: usize,
-    pub(crate) input: Receiver<Vec<Sample>>,
+    pub(crate) input: Receiver<Batch>,
     pub(crate) output: Sender<Vec<Record>>,
     pub(crate) counters: Arc<Counters>,
     pub(crate) shared: Arc<Shared>,
@@ -118,17 +127,43 @@ struct Tally {
 }
 
 impl Worker {
+    /// The state of a stream seen for the first time: a detector cloned from its model.
+    fn resolve(&self, id: u32, unmatched_names: &mut Vec<String>) -> Slot {
+        let Some(name) = self.shared.interner.name(id) else {
+            return Slot::Unmatched;
+        };
+        match self.shared.models.resolve(&name) {
+            Some(model) => Slot::Scoring(Box::new(Scoring {
+                detector: model.detector.clone(),
+                model: Arc::clone(model),
+                name,
+                last_seq: None,
+                alarm: false,
+            })),
+            None => {
+                unmatched_names.push(name.to_string());
+                Slot::Unmatched
+            }
+        }
+    }
+
     /// Scores batches until every router is gone and the queue is empty.
+    ///
+    /// Latency is measured per batch (two clock reads per batch, none per sample): from the
+    /// router accepting the batch's first sample to the verdict on its last, counted once for
+    /// each verdict of the batch. That is an upper bound for every sample in it, and exact for a
+    /// batch of one.
     pub(crate) fn run(self) -> Result<Vec<String>, PipelineError> {
-        let mut streams: StreamMap<Arc<str>, StreamState> = StreamMap::default();
+        let mut slots: Vec<Slot> = Vec::new();
         let mut unmatched_names = Vec::new();
         let mut latency = LocalLatency::new();
         #[cfg(test)]
         let mut seen = 0u64;
+        let mut records = Vec::new();
         for batch in &self.input {
             let mut tally = Tally::default();
-            let mut records = Vec::new();
-            for sample in &batch {
+            let fresh_from = records.len();
+            for (entry, values) in batch.iter() {
                 #[cfg(test)]
                 {
                     seen += 1;
@@ -139,38 +174,29 @@ impl Worker {
                         }));
                     }
                 }
-                // Look up by `&str` first: cloning the `Arc` per sample would bounce its
-                // reference count between the source's core and this one.
-                if !streams.contains_key(&*sample.stream) {
-                    let state = match self.shared.models.resolve(&sample.stream) {
-                        Some(model) => StreamState::Scoring {
-                            detector: Box::new(model.detector.clone()),
-                            model: Arc::clone(model),
-                            last_seq: None,
-                            alarm: false,
-                        },
-                        None => {
-                            unmatched_names.push(sample.stream.to_string());
-                            StreamState::Unmatched
-                        }
-                    };
-                    streams.insert(Arc::clone(&sample.stream), state);
+                let index = entry.stream as usize;
+                if index >= slots.len() {
+                    slots.resize_with(index + 1, || Slot::Unknown);
                 }
-                let Some(state) = streams.get_mut(&*sample.stream) else {
+                let Some(slot) = slots.get_mut(index) else {
                     tally.unmatched += 1;
                     continue;
                 };
-                let StreamState::Scoring {
+                if matches!(slot, Slot::Unknown) {
+                    *slot = self.resolve(entry.stream, &mut unmatched_names);
+                }
+                let Slot::Scoring(state) = slot else {
+                    tally.unmatched += 1;
+                    continue;
+                };
+                let Scoring {
                     detector,
                     model,
+                    name,
                     last_seq,
                     alarm,
-                } = state
-                else {
-                    tally.unmatched += 1;
-                    continue;
-                };
-                if let Some(seq) = sample.seq {
+                } = &mut **state;
+                if let Some(seq) = entry.seq {
                     match *last_seq {
                         Some(last) if seq <= last => {
                             tally.duplicates += 1;
@@ -181,9 +207,7 @@ impl Worker {
                     }
                     *last_seq = Some(seq);
                 }
-                let verdict = detector.push(&sample.values);
-                let elapsed = sample.ingested.elapsed();
-                latency.record(elapsed);
+                let verdict = detector.push(values);
                 let was = *alarm;
                 let status = match verdict.status {
                     Status::WarmingUp { .. } => {
@@ -227,12 +251,12 @@ impl Worker {
                 if !keep {
                     continue;
                 }
-                let name = |c: u16| model.channels.get(usize::from(c)).cloned();
+                let channel = |c: u16| model.channels.get(usize::from(c)).cloned();
                 let fault = verdict.fault();
                 records.push(Record {
-                    stream: sample.stream.to_string(),
+                    stream: name.to_string(),
                     index: verdict.index,
-                    seq: sample.seq,
+                    seq: entry.seq,
                     status,
                     score: score.map(|s| s.value),
                     threshold: detector.config().threshold.value,
@@ -240,11 +264,18 @@ impl Worker {
                     event,
                     top_channel: score
                         .and_then(|s| s.top.first().copied().flatten())
-                        .and_then(|c| name(c.channel)),
+                        .and_then(|c| channel(c.channel)),
                     fault: fault.map(|f| f.kind.name().to_owned()),
-                    fault_channel: fault.and_then(|f| f.channel).and_then(name),
-                    latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                    fault_channel: fault.and_then(|f| f.channel).and_then(channel),
+                    latency_us: 0,
                 });
+            }
+            let elapsed = Instant::now().saturating_duration_since(batch.ingested);
+            let verdicts = tally.scored + tally.warming + tally.faulted;
+            latency.record_n(elapsed, verdicts);
+            let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            for r in records.iter_mut().skip(fresh_from) {
+                r.latency_us = latency_us;
             }
             let c = &self.counters;
             Counters::add(&c.scored, tally.scored);
@@ -256,10 +287,18 @@ impl Worker {
             Counters::add(&c.windows, tally.windows);
             Counters::add(&c.alarms, tally.alarms);
             latency.take_into(c);
-            if !records.is_empty() {
+            // Records go to the sink in lots of at least `SINK_LOT`, or whatever is ready when
+            // the input runs dry: a send to a sleeping sink thread is a system call and a context
+            // switch, too much to pay per batch.
+            if records.len() >= SINK_LOT || (!records.is_empty() && self.input.is_empty()) {
                 Counters::add(&c.emitted, records.len() as u64);
-                super::send_or_fail(&self.output, records, &self.shared, "sink queue")?;
+                let lot = core::mem::replace(&mut records, Vec::with_capacity(SINK_LOT));
+                super::send_or_fail(&self.output, lot, &self.shared, "sink queue")?;
             }
+        }
+        if !records.is_empty() {
+            Counters::add(&self.counters.emitted, records.len() as u64);
+            super::send_or_fail(&self.output, records, &self.shared, "sink queue")?;
         }
         Ok(unmatched_names)
     }
