@@ -1,6 +1,7 @@
 //! The command line's commands; `main.rs` parses them with clap and calls [`run`].
 
 pub mod bench;
+pub mod bench_pipeline;
 pub mod demo;
 pub mod eval;
 pub mod inspect;
@@ -51,6 +52,9 @@ pub enum Command {
 pub enum BenchCommand {
     /// The Skoltech Anomaly Benchmark (outlier detection protocol).
     Skab(bench::SkabArgs),
+    /// The streaming pipeline's load figure: synthetic streams through the pipeline, and the
+    /// same samples scored without it.
+    Pipeline(bench_pipeline::PipelineArgs),
 }
 
 /// Runs a parsed command line, printing results to standard output.
@@ -85,6 +89,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             which: BenchCommand::Skab(args),
         } => bench::run(&args),
+        Command::Bench {
+            which: BenchCommand::Pipeline(args),
+        } => bench_pipeline::run(&args),
     }
 }
 

@@ -1,0 +1,512 @@
+//! `sensorae bench pipeline`: the streaming pipeline's load figure.
+//!
+//! A reference-size model (8 channels, window 16, hidden 32, code 8 unless told otherwise) is
+//! built in memory; a synthetic source pushes seeded samples for many streams, a round of one
+//! sample per stream at a time, through the real pipeline (router, bounded queues with blocking
+//! back-pressure, workers, a counting sink) for a fixed time; then the pipeline stops and
+//! drains. The same samples are then scored by as many threads calling
+//! [`DynDetector::push`] directly, without the pipeline, and the two rates are compared.
+
+use core::{hint::black_box, time::Duration};
+use std::{
+    sync::Arc,
+    thread,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use clap::{Args, ValueEnum};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sensorae::{Channel, DynDetector, encode_to_vec, testing};
+use serde::Serialize;
+
+use crate::{
+    error::{Error, Result},
+    pipeline::{
+        Backpressure, Builder, CountingSink, Emit, ModelMap, PipelineError, Router, Source,
+        StreamKey, partition,
+    },
+};
+
+/// Rows in the pool of synthetic samples (each stream reads it at its own phase).
+const POOL_ROWS: usize = 1024;
+
+/// Which verdicts reach the sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchEmit {
+    /// Every sample's verdict.
+    All,
+    /// One record per scored window (and faults and alarm changes).
+    Scored,
+    /// Alarm changes and faults only.
+    Alarms,
+}
+
+impl BenchEmit {
+    const fn emit(self) -> Emit {
+        match self {
+            BenchEmit::All => Emit::All,
+            BenchEmit::Scored => Emit::Scored,
+            BenchEmit::Alarms => Emit::Alarms,
+        }
+    }
+
+    const fn name(self) -> &'static str {
+        match self {
+            BenchEmit::All => "all",
+            BenchEmit::Scored => "scored",
+            BenchEmit::Alarms => "alarms",
+        }
+    }
+}
+
+/// Load figure of the streaming pipeline: synthetic streams through the real pipeline with
+/// blocking back-pressure, then the same samples scored without it.
+#[derive(Debug, Clone, Args)]
+pub struct PipelineArgs {
+    /// Number of streams (sensors), each with its own detector.
+    #[arg(long, default_value_t = 10_000)]
+    pub streams: usize,
+    /// Channels per sample (values per stream per time step).
+    #[arg(long, default_value_t = 8)]
+    pub channels: u16,
+    /// Seconds to feed the pipeline before it stops and drains.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Worker threads (and threads of the raw scoring run).
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Samples between scored windows (default: the window length, windows do not overlap).
+    #[arg(long)]
+    pub hop: Option<u16>,
+    /// Window length of the model.
+    #[arg(long, default_value_t = 16)]
+    pub window: u16,
+    /// Hidden units of the model.
+    #[arg(long, default_value_t = 32)]
+    pub hidden: u32,
+    /// Code (latent) units of the model.
+    #[arg(long, default_value_t = 8)]
+    pub latent: u32,
+    /// Most samples per batch sent to a worker.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Capacity of each worker's queue, in samples.
+    #[arg(long, default_value_t = 4096)]
+    pub queue: usize,
+    /// Which verdicts become records for the (counting) sink.
+    #[arg(long, value_enum, default_value = "scored")]
+    pub emit: BenchEmit,
+    /// Seed of the synthetic samples.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What the benchmark measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PipelineFigures {
+    /// Streams.
+    pub streams: usize,
+    /// Channels per sample.
+    pub channels: u16,
+    /// Window length.
+    pub window: u16,
+    /// Hop between scored windows.
+    pub hop: u16,
+    /// Hidden units.
+    pub hidden: u32,
+    /// Code units.
+    pub latent: u32,
+    /// Worker threads.
+    pub workers: usize,
+    /// Samples per batch.
+    pub batch: usize,
+    /// Queue capacity per worker, in samples.
+    pub queue: usize,
+    /// Which verdicts became records.
+    pub emit: &'static str,
+    /// The sink used.
+    pub sink: &'static str,
+    /// Back-pressure policy.
+    pub backpressure: &'static str,
+    /// Samples the source pushed into the pipeline.
+    pub samples: u64,
+    /// Windows scored.
+    pub windows: u64,
+    /// Records the sink counted.
+    pub records: u64,
+    /// Wall time from start to drained, seconds.
+    pub elapsed_s: f64,
+    /// Samples per second of wall time, start to drained.
+    pub samples_per_s: f64,
+    /// Windows scored per second.
+    pub windows_per_s: f64,
+    /// Median time from ingestion to verdict, microseconds.
+    pub latency_p50_us: f64,
+    /// 99th percentile time from ingestion to verdict, microseconds.
+    pub latency_p99_us: f64,
+    /// Peak resident memory of the process after the pipeline run (`VmHWM`), bytes; `None` where
+    /// unavailable.
+    pub peak_memory_bytes: Option<u64>,
+    /// CPU time of the pipeline run (all threads) per sample, microseconds; `None` where
+    /// unavailable. Less sensitive to other load on the machine than the rates.
+    pub cpu_us_per_sample: Option<f64>,
+    /// Samples dropped on full queues.
+    pub dropped: u64,
+    /// Samples that entered but have no outcome (in minus accounted); 0 after a clean drain.
+    pub lost: u64,
+    /// Samples reported as sensor faults.
+    pub faulted: u64,
+    /// The same samples scored directly by as many threads: samples per second.
+    pub raw_samples_per_s: f64,
+    /// Windows per second of the raw run.
+    pub raw_windows_per_s: f64,
+    /// Wall time of the raw run, seconds.
+    pub raw_elapsed_s: f64,
+    /// CPU time of the raw run per sample, microseconds.
+    pub raw_cpu_us_per_sample: Option<f64>,
+    /// `samples_per_s / raw_samples_per_s`.
+    pub ratio: f64,
+}
+
+/// Seeded sample rows: a sine per channel plus a little noise, read by every stream at its own
+/// phase so that the generator costs one slice copy per sample.
+#[derive(Debug)]
+struct Pool {
+    channels: usize,
+    values: Vec<f32>,
+}
+
+impl Pool {
+    fn new(channels: usize, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut values = Vec::with_capacity(POOL_ROWS * channels);
+        for t in 0..POOL_ROWS {
+            for c in 0..channels {
+                let phase = t as f32 * core::f32::consts::TAU / 64.0 + c as f32 * 0.7;
+                values.push(phase.sin() * 0.8 + rng.random_range(-0.05f32..0.05));
+            }
+        }
+        Pool { channels, values }
+    }
+
+    /// Stream `s`'s sample at step `t`.
+    fn row(&self, t: usize, s: usize) -> &[f32] {
+        let r = (t + s.wrapping_mul(17)) % POOL_ROWS;
+        self.values
+            .get(r * self.channels..(r + 1) * self.channels)
+            .unwrap_or(&[])
+    }
+}
+
+/// Rounds of one sample per stream, until the pipeline stops.
+struct Synthetic {
+    names: Arc<Vec<String>>,
+    pool: Arc<Pool>,
+}
+
+impl Source for Synthetic {
+    fn describe(&self) -> String {
+        format!("synthetic ({} streams)", self.names.len())
+    }
+
+    fn run(&mut self, router: &mut Router) -> core::result::Result<(), PipelineError> {
+        // Interned once, like a replay that knows its streams: pushing by key skips the id hash.
+        let keys: Vec<StreamKey> = self.names.iter().map(|n| router.intern(n)).collect();
+        let mut pushed = 0u32;
+        for t in 0.. {
+            for (s, &key) in keys.iter().enumerate() {
+                router.push_key(key, self.pool.row(t, s), None)?;
+                pushed = pushed.wrapping_add(1);
+                if pushed.is_multiple_of(1024) && router.stopping() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The reference-size model with channel ranges that the synthetic data never leaves and a
+/// threshold of 1.5 times the largest score of the first streams' normal data.
+fn model(args: &PipelineArgs, hop: u16, pool: &Pool) -> Result<Vec<u8>> {
+    let names: Vec<String> = (0..args.channels).map(|c| format!("c{c}")).collect();
+    let channels: Vec<Channel<'_>> = names
+        .iter()
+        .map(|name| Channel {
+            name,
+            offset: 0.0,
+            scale: 1.0,
+            min: -100.0,
+            max: 100.0,
+        })
+        .collect();
+    let mut header = testing::header(args.channels, args.window, args.hidden, args.latent);
+    header.window.hop = hop;
+    header.threshold.value = f32::MAX;
+    let params: Vec<f32> = (0..header.param_count()).map(testing::param).collect();
+    let bad = |e: &dyn core::fmt::Display| Error::Usage(format!("cannot build the model: {e}"));
+    let bytes = encode_to_vec(&header, &channels, &params).map_err(|e| bad(&e))?;
+    let mut d = DynDetector::from_bytes(&bytes).map_err(|e| bad(&e))?;
+    let mut max = 0.0f32;
+    for s in 0..4 {
+        d.reset();
+        for t in 0..POOL_ROWS {
+            if let Some(score) = d.push(pool.row(t, s)).score() {
+                max = max.max(score.value);
+            }
+        }
+    }
+    header.threshold.value = if max > 0.0 { max * 1.5 } else { 1.0 };
+    encode_to_vec(&header, &channels, &params).map_err(|e| bad(&e))
+}
+
+/// Peak resident set size of this process (`VmHWM` on Linux).
+fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// CPU time (user and system) this process has used so far, from `/proc/self/stat` (Linux; in
+/// clock ticks of 10 ms).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU microseconds per sample between two readings of [`cpu_time`].
+fn cpu_us_per_sample(
+    before: Option<Duration>,
+    after: Option<Duration>,
+    samples: u64,
+) -> Option<f64> {
+    let used = after?.checked_sub(before?)?;
+    (samples > 0).then(|| used.as_secs_f64() * 1e6 / samples as f64)
+}
+
+/// Scores the first `total` samples of the synthetic order (round by round, stream by stream)
+/// on `workers` threads, each owning the streams the pipeline's partition gives its worker, with
+/// one detector per stream cloned on first use, as a worker does. Returns the wall time and the
+/// windows scored.
+fn raw(
+    detector: &DynDetector,
+    names: &[String],
+    pool: &Pool,
+    total: u64,
+    workers: usize,
+) -> (Duration, u64) {
+    let n = names.len().max(1);
+    let mut owned: Vec<Vec<usize>> = vec![Vec::new(); workers];
+    for (s, name) in names.iter().enumerate() {
+        if let Some(list) = owned.get_mut(partition(name, workers)) {
+            list.push(s);
+        }
+    }
+    let rounds = usize::try_from(total.div_ceil(n as u64)).unwrap_or(usize::MAX);
+    let total = usize::try_from(total).unwrap_or(usize::MAX);
+    let start = Instant::now();
+    let windows = thread::scope(|scope| {
+        let handles: Vec<_> = owned
+            .iter()
+            .map(|mine| {
+                scope.spawn(move || {
+                    let mut detectors: Vec<Option<Box<DynDetector>>> = Vec::new();
+                    detectors.resize_with(mine.len(), || None);
+                    let mut windows = 0u64;
+                    for t in 0..rounds {
+                        for (&s, slot) in mine.iter().zip(detectors.iter_mut()) {
+                            if t * n + s >= total {
+                                break;
+                            }
+                            let d = slot.get_or_insert_with(|| Box::new(detector.clone()));
+                            let verdict = d.push(pool.row(t, s));
+                            windows += u64::from(verdict.score().is_some_and(|s| s.fresh));
+                            black_box(&verdict);
+                        }
+                    }
+                    windows
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(0))
+            .sum::<u64>()
+    });
+    (start.elapsed(), windows)
+}
+
+/// Runs the benchmark.
+///
+/// # Errors
+/// [`Error::Usage`] for impossible sizes; [`Error::Pipeline`] when the pipeline fails.
+pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
+    if args.streams == 0 || args.channels == 0 || args.window == 0 {
+        return Err(Error::Usage(
+            "--streams, --channels and --window must be at least 1".into(),
+        ));
+    }
+    if !(args.seconds.is_finite() && args.seconds > 0.0) {
+        return Err(Error::Usage("--seconds must be positive".into()));
+    }
+    let hop = args.hop.unwrap_or(args.window).clamp(1, args.window);
+    let workers = args.workers.max(1);
+    let pool = Arc::new(Pool::new(usize::from(args.channels), args.seed));
+    let bytes = model(args, hop, &pool)?;
+    let detector = DynDetector::from_bytes(&bytes)
+        .map_err(|e| Error::Usage(format!("cannot load the model: {e}")))?;
+    let names: Arc<Vec<String>> = Arc::new((0..args.streams).map(|s| format!("s{s}")).collect());
+    let mut models = ModelMap::new();
+    models.add_bytes("*", "reference", &bytes)?;
+    let sink = CountingSink::new();
+    let cpu_start = cpu_time();
+    let running = Builder::new(models)
+        .workers(workers)
+        .batch(args.batch)
+        .queue(args.queue)
+        .backpressure(Backpressure::Block)
+        .emit(args.emit.emit())
+        .source(Synthetic {
+            names: Arc::clone(&names),
+            pool: Arc::clone(&pool),
+        })
+        .sink(sink.clone())
+        .start()?;
+    let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
+    while Instant::now() < deadline && !running.sources_finished() {
+        thread::sleep((deadline - Instant::now()).min(Duration::from_millis(20)));
+    }
+    running.stop();
+    let report = running.wait()?;
+    let cpu_pipeline = cpu_time();
+    let peak = peak_memory();
+    let m = report.metrics;
+    let elapsed = m.elapsed.as_secs_f64().max(1e-9);
+    let (raw_time, raw_windows) = raw(&detector, &names, &pool, m.samples_in, workers);
+    let cpu_raw = cpu_time();
+    let raw_s = raw_time.as_secs_f64().max(1e-9);
+    let samples_per_s = m.samples_in as f64 / elapsed;
+    let raw_samples_per_s = m.samples_in as f64 / raw_s;
+    Ok(PipelineFigures {
+        streams: args.streams,
+        channels: args.channels,
+        window: args.window,
+        hop,
+        hidden: args.hidden,
+        latent: args.latent,
+        workers,
+        batch: args.batch,
+        queue: args.queue,
+        emit: args.emit.name(),
+        sink: "counting (records counted, not formatted)",
+        backpressure: "block",
+        samples: m.samples_in,
+        windows: m.windows,
+        records: sink.records(),
+        elapsed_s: elapsed,
+        samples_per_s,
+        windows_per_s: m.windows as f64 / elapsed,
+        latency_p50_us: m.latency_p50.as_secs_f64() * 1e6,
+        latency_p99_us: m.latency_p99.as_secs_f64() * 1e6,
+        peak_memory_bytes: peak,
+        cpu_us_per_sample: cpu_us_per_sample(cpu_start, cpu_pipeline, m.samples_in),
+        dropped: m.dropped,
+        lost: m.samples_in.saturating_sub(m.accounted()),
+        faulted: m.faulted,
+        raw_samples_per_s,
+        raw_windows_per_s: raw_windows as f64 / raw_s,
+        raw_elapsed_s: raw_s,
+        raw_cpu_us_per_sample: cpu_us_per_sample(cpu_pipeline, cpu_raw, m.samples_in),
+        ratio: samples_per_s / raw_samples_per_s.max(1e-9),
+    })
+}
+
+/// Formats a rate with a k/M suffix.
+fn rate(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1} k", x / 1e3)
+    } else {
+        format!("{x:.0} ")
+    }
+}
+
+/// Runs the benchmark and prints the figures.
+///
+/// # Errors
+/// As [`measure`].
+pub fn run(args: &PipelineArgs) -> Result<()> {
+    let f = measure(args)?;
+    if args.json {
+        let line = serde_json::to_string(&f)
+            .map_err(|e| Error::Usage(format!("cannot write JSON: {e}")))?;
+        println!("{line}");
+        return Ok(());
+    }
+    let when = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!(
+        "bench pipeline (unix time {when}): {} streams x {} channels, window {}, hop {}, \
+         hidden {}, code {}",
+        f.streams, f.channels, f.window, f.hop, f.hidden, f.latent
+    );
+    println!(
+        "  {} workers, batches of {}, queues of {} samples, {} back-pressure, emit {}, sink: {}",
+        f.workers, f.batch, f.queue, f.backpressure, f.emit, f.sink
+    );
+    println!(
+        "pipeline: {} samples in {:.2} s (start to drained): {}samples/s, {}windows/s, {} records",
+        f.samples,
+        f.elapsed_s,
+        rate(f.samples_per_s),
+        rate(f.windows_per_s),
+        f.records
+    );
+    println!(
+        "latency (ingestion to verdict): p50 {:.0} us, p99 {:.0} us",
+        f.latency_p50_us, f.latency_p99_us
+    );
+    match f.peak_memory_bytes {
+        Some(b) => println!("peak memory (VmHWM): {:.1} MiB", b as f64 / 1048576.0),
+        None => println!("peak memory: unavailable"),
+    }
+    println!(
+        "dropped {}, lost {}, faulted {}",
+        f.dropped, f.lost, f.faulted
+    );
+    println!(
+        "raw scoring ({} threads calling DynDetector::push, no pipeline): {}samples/s, \
+         {}windows/s in {:.2} s",
+        f.workers,
+        rate(f.raw_samples_per_s),
+        rate(f.raw_windows_per_s),
+        f.raw_elapsed_s
+    );
+    let cpu =
+        |x: Option<f64>| x.map_or_else(|| "unavailable".to_owned(), |us| format!("{us:.3} us"));
+    println!(
+        "CPU per sample (all threads): pipeline {}, raw {}",
+        cpu(f.cpu_us_per_sample),
+        cpu(f.raw_cpu_us_per_sample)
+    );
+    println!("pipeline / raw (samples/s): {:.3}", f.ratio);
+    Ok(())
+}
