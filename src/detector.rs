@@ -361,9 +361,10 @@ impl<S: Storage> Engine<S> {
     }
 
     fn push_inner(&mut self, sample: Option<&[f32]>) -> Verdict {
-        let cfg = self.config;
-        let channels = usize::from(cfg.window.channels);
-        let window = cfg.window.length;
+        // Only the few fields needed here are copied: a copy of the whole `Config` was ~130
+        // bytes of `push`'s stack.
+        let channels = usize::from(self.config.window.channels);
+        let window = self.config.window.length;
         if !self.state.loaded {
             let v = self.fault_verdict(SensorFault {
                 channel: None,
@@ -388,7 +389,7 @@ impl<S: Storage> Engine<S> {
         }
         let mut fault: Option<SensorFault> = None;
         let mut must_reset = false;
-        let hold_max = cfg.faults.hold_max;
+        let hold_max = self.config.faults.hold_max;
         let head = self.state.head;
         let b = self.storage.buffers();
         let Some(slot) = b.ring.get_mut(head * channels..(head + 1) * channels) else {
@@ -451,14 +452,15 @@ impl<S: Storage> Engine<S> {
         }
         self.advance(window);
         self.state.imputed_left = self.state.imputed_left.saturating_sub(1);
-        let v = self.after_valid_sample(&cfg);
-        self.track_drift(&cfg.adaptation);
+        let v = self.after_valid_sample();
+        self.track_drift();
         self.state.index = self.state.index.wrapping_add(1);
         v
     }
 
     /// Moves each channel's baseline towards its latest valid value.
-    fn track_drift(&mut self, a: &Adaptation) {
+    fn track_drift(&mut self) {
+        let a = self.config.adaptation;
         if a.rate <= 0.0 || (a.freeze_in_alarm && self.state.alarm) {
             return;
         }
@@ -479,18 +481,24 @@ impl<S: Storage> Engine<S> {
         st.since_scored = st.since_scored.saturating_add(1);
     }
 
-    fn after_valid_sample(&mut self, cfg: &Config) -> Verdict {
+    fn after_valid_sample(&mut self) -> Verdict {
         let index = self.state.index;
-        if self.state.filled < cfg.window.length {
+        let (window, scoring, threshold, alarm) = (
+            self.config.window,
+            self.config.scoring,
+            self.config.threshold.value,
+            self.config.alarm,
+        );
+        if self.state.filled < window.length {
             return Verdict {
                 index,
                 status: Status::WarmingUp {
                     filled: self.state.filled,
-                    needed: cfg.window.length,
+                    needed: window.length,
                 },
             };
         }
-        if self.state.scored && self.state.since_scored < cfg.window.hop {
+        if self.state.scored && self.state.since_scored < window.hop {
             let score = Score {
                 fresh: false,
                 ..self.state.last
@@ -505,16 +513,16 @@ impl<S: Storage> Engine<S> {
             };
             return Verdict { index, status };
         }
-        let raw = self.score_window(cfg);
+        let raw = self.score_window();
         self.state.since_scored = 0;
-        let a = cfg.scoring.ewma;
+        let a = scoring.ewma;
         let value = match self.state.smoothed {
             Some(prev) if a < 1.0 => a * raw + (1.0 - a) * prev,
             _ => raw,
         };
         self.state.smoothed = Some(value);
-        let exceeds = value > cfg.threshold.value;
-        let onset = self.update_alarm(exceeds, &cfg.alarm);
+        let exceeds = value > threshold;
+        let onset = self.update_alarm(exceeds, &alarm);
         let score = Score {
             value,
             raw,
@@ -555,7 +563,8 @@ impl<S: Storage> Engine<S> {
 
     /// Scores the full window in the ring. Finite and non-negative: an overflowing
     /// reconstruction scores `f32::MAX`.
-    fn score_window(&mut self, cfg: &Config) -> f32 {
+    fn score_window(&mut self) -> f32 {
+        let cfg = &self.config;
         let (n, h, z) = self.storage.dims();
         let channels = usize::from(cfg.window.channels);
         let split = self.state.head * channels;
