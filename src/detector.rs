@@ -108,11 +108,7 @@ impl Config {
     /// The inference architecture.
     #[must_use]
     pub const fn arch(&self) -> Arch {
-        match (self.variant, self.tied) {
-            (Variant::Vae, _) => Arch::Vae,
-            (_, true) => Arch::Tied,
-            (_, false) => Arch::Dense,
-        }
+        crate::model::arch_of(self.variant, self.tied)
     }
 }
 
@@ -574,7 +570,7 @@ impl<S: Storage> Engine<S> {
         let (x_old, x_new) = x.split_at_mut(older.len());
         x_old.copy_from_slice(older);
         x_new.copy_from_slice(newer);
-        let ok = nn::reconstruct(
+        let latent = nn::reconstruct(
             cfg.arch(),
             &cfg.layers,
             Dims { n, h, z },
@@ -588,10 +584,10 @@ impl<S: Storage> Engine<S> {
             },
             xhat,
         );
-        if ok.is_none() {
+        let Some(code_distance) = latent else {
             errors.fill(f32::MAX);
             return f32::MAX;
-        }
+        };
         let mean = nn::channel_errors(cfg.scoring.metric, x, xhat, errors);
         // A NaN or overflowing reconstruction saturates like the score, so the per-channel
         // explanation stays finite and `MaxChannel` (whose fold skips NaN) cannot read 0.
@@ -604,8 +600,12 @@ impl<S: Storage> Engine<S> {
             Aggregate::Mean => mean,
             Aggregate::MaxChannel => errors.iter().fold(0.0f32, |m, &e| m.max(e)),
         };
-        if cfg.arch() == Arch::Vae && cfg.scoring.kl_weight > 0.0 {
-            score += cfg.scoring.kl_weight * nn::kl_divergence(zs, logvar);
+        if cfg.scoring.kl_weight > 0.0 {
+            match cfg.arch() {
+                Arch::Vae => score += cfg.scoring.kl_weight * nn::kl_divergence(zs, logvar),
+                Arch::VqVae { .. } => score += cfg.scoring.kl_weight * code_distance,
+                Arch::Dense | Arch::Tied => {}
+            }
         }
         if score.is_nan() || score > f32::MAX {
             f32::MAX
