@@ -404,6 +404,21 @@ impl<T: Float> Workspace<T> {
         &self.h1[..cols * h]
     }
 
+    /// VQ-VAE: the squared distance from each column's code to its nearest codebook entry in
+    /// the last forward pass.
+    #[cfg(test)]
+    pub(crate) fn code_distances(&self, cols: usize, z: usize) -> Vec<T> {
+        (0..cols)
+            .map(|col| {
+                let r = col * z..(col + 1) * z;
+                self.code[r.clone()]
+                    .iter()
+                    .zip(&self.quant[r])
+                    .fold(T::of(0.0), |a, (&c, &q)| a + (c - q) * (c - q))
+            })
+            .collect()
+    }
+
     /// Code (or VAE mean) and VAE log-variance (empty for other families) of the last
     /// forward pass.
     #[cfg(test)]
