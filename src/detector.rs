@@ -4,8 +4,8 @@ use crate::{
     codec::ModelView,
     error::LoadError,
     model::{
-        Adaptation, Aggregate, AlarmSpec, Arch, FaultPolicy, Layers, Scaling, Scoring, TOP_K,
-        Threshold, TrainingSummary, Variant, WindowSpec,
+        Adaptation, Aggregate, AlarmSpec, Arch, FaultPolicy, Layers, MaskAxis, Scaling, Scoring,
+        TOP_K, Threshold, TrainingSummary, Variant, WindowSpec,
     },
     nn::{self, Dims, Scratch},
     storage::{Buffers, ChannelState, Fixed, Storage},
@@ -313,6 +313,7 @@ impl<S: Storage> Engine<S> {
             ch.has_last = false;
             ch.faulty_run = 0;
             ch.baseline = 0.0;
+            ch.masked_left = 0;
         }
     }
 
@@ -341,7 +342,13 @@ impl<S: Storage> Engine<S> {
     /// at most the model's `hold_max`, its last valid value is held and the window goes on
     /// (scores of windows holding such a value are marked `imputed`); otherwise the window,
     /// smoothing and exceedance counts restart, and scoring resumes once the window is full
-    /// again. An alarm that was on stays on through the fault ([`alarm`](Self::alarm)) until
+    /// again. A model trained with whole channels masked (`Variant::Masked` with
+    /// `MaskAxis::Channel`) does not restart for a channel that is out longer than that: it
+    /// hides the channel (0 in its input, as in training) and keeps scoring on the others,
+    /// leaving the hidden channel out of the score until the window no longer holds a hidden
+    /// value (those scores are marked `imputed`); such a sample is scored rather than reported
+    /// as a fault. It restarts only when every channel is out.
+    /// An alarm that was on stays on through the fault ([`alarm`](Self::alarm)) until
     /// enough normal windows after it turn it off.
     pub fn push(&mut self, sample: &[f32]) -> Verdict {
         self.push_inner(Some(sample))
@@ -383,6 +390,14 @@ impl<S: Storage> Engine<S> {
         let mut fault: Option<SensorFault> = None;
         let mut must_reset = false;
         let hold_max = cfg.faults.hold_max;
+        // A model trained with whole channels hidden can score without a dropped channel.
+        let can_mask = matches!(
+            cfg.variant,
+            Variant::Masked {
+                mask: MaskAxis::Channel
+            }
+        ) && sample.is_some();
+        let mut masked_now = 0usize;
         let head = self.state.head;
         let b = self.storage.buffers();
         let Some(slot) = b.ring.get_mut(head * channels..(head + 1) * channels) else {
@@ -403,12 +418,19 @@ impl<S: Storage> Engine<S> {
                     ch.last = normalised;
                     ch.has_last = true;
                     ch.faulty_run = 0;
+                    ch.masked_left = ch.masked_left.saturating_sub(1);
                     *out = normalised - ch.baseline;
                 }
                 Err(kind) => {
                     ch.faulty_run = ch.faulty_run.saturating_add(1);
                     if ch.has_last && ch.faulty_run <= hold_max {
+                        ch.masked_left = ch.masked_left.saturating_sub(1);
                         *out = ch.last - ch.baseline;
+                    } else if can_mask {
+                        // Hidden as in training: 0 in the model's input, out of the score.
+                        *out = 0.0;
+                        ch.masked_left = window;
+                        masked_now += 1;
                     } else {
                         must_reset = true;
                     }
@@ -431,9 +453,19 @@ impl<S: Storage> Engine<S> {
         {
             f.channel = None;
         }
-        if let Some(mut f) = fault {
+        // Masking needs at least one channel left to score from.
+        if masked_now > 0 && masked_now >= channels {
+            must_reset = true;
+        }
+        // A sample whose only faults are hidden channels is scored, not reported as a fault.
+        if let Some(mut f) = fault
+            && (must_reset || masked_now == 0)
+        {
             if must_reset {
                 self.state.restart();
+                for ch in self.storage.buffers().channels.iter_mut() {
+                    ch.masked_left = 0;
+                }
                 f.reset = true;
             } else {
                 self.advance(window);
@@ -444,7 +476,11 @@ impl<S: Storage> Engine<S> {
             return v;
         }
         self.advance(window);
-        self.state.imputed_left = self.state.imputed_left.saturating_sub(1);
+        self.state.imputed_left = if masked_now > 0 {
+            window
+        } else {
+            self.state.imputed_left.saturating_sub(1)
+        };
         let v = self.after_valid_sample(&cfg);
         self.track_drift(&cfg.adaptation);
         self.state.index = self.state.index.wrapping_add(1);
@@ -563,6 +599,7 @@ impl<S: Storage> Engine<S> {
             z: zs,
             logvar,
             errors,
+            channels: chans,
             ..
         } = self.storage.buffers();
         // Oldest sample first: the ring from the head to its end, then from its start.
@@ -596,6 +633,22 @@ impl<S: Storage> Engine<S> {
                 *e = f32::MAX;
             }
         }
+        // Channels hidden after a dropout (channel-masked models) are left out of the score.
+        let mut kept = 0usize;
+        let mut kept_sum = 0.0f32;
+        for (e, ch) in errors.iter_mut().zip(chans.iter()) {
+            if ch.masked_left > 0 {
+                *e = 0.0;
+            } else {
+                kept += 1;
+                kept_sum += *e;
+            }
+        }
+        let mean = if kept < errors.len() && kept > 0 {
+            kept_sum / kept as f32
+        } else {
+            mean
+        };
         let mut score = match cfg.scoring.aggregate {
             Aggregate::Mean => mean,
             Aggregate::MaxChannel => errors.iter().fold(0.0f32, |m, &e| m.max(e)),
