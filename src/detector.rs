@@ -629,7 +629,7 @@ impl<S: Storage> Engine<S> {
         // A NaN or overflowing reconstruction saturates like the score, so the per-channel
         // explanation stays finite and `MaxChannel` (whose fold skips NaN) cannot read 0.
         for e in errors.iter_mut() {
-            if !(*e <= f32::MAX) {
+            if e.is_nan() || *e > f32::MAX {
                 *e = f32::MAX;
             }
         }
