@@ -13,8 +13,8 @@
 use crate::{
     error::{DecodeError, EncodeError},
     model::{
-        Activation, Aggregate, Channel, ErrorMetric, Header, MAX_CHANNELS, MAX_WIDTH, MAX_WINDOW,
-        Scaling, ThresholdMethod, Variant,
+        Activation, Aggregate, Channel, ErrorMetric, Header, MAX_CHANNELS, MAX_CODEBOOK, MAX_WIDTH,
+        MAX_WINDOW, Scaling, ThresholdMethod, Variant,
     },
 };
 
@@ -289,6 +289,7 @@ fn check(ok: bool, field: &'static str) -> Result<(), DecodeError> {
 fn valid_activation(a: Activation) -> bool {
     match a {
         Activation::LeakyRelu { slope } => slope.is_finite() && (0.0..1.0).contains(&slope),
+        Activation::SoftThreshold { lambda } => lambda.is_finite() && lambda >= 0.0,
         _ => true,
     }
 }
@@ -314,7 +315,16 @@ fn validate_header(h: &Header<'_>) -> Result<(), DecodeError> {
         "layers.decoder_hidden",
     )?;
     check(valid_activation(h.layers.output), "layers.output")?;
-    check(!(h.tied && h.variant == Variant::Vae), "tied")?;
+    check(
+        !(h.tied && matches!(h.variant, Variant::Vae | Variant::VqVae { .. })),
+        "tied",
+    )?;
+    if let Variant::VqVae { codebook } = h.variant {
+        check(
+            (1..=MAX_CODEBOOK).contains(&usize::from(codebook)),
+            "variant.codebook",
+        )?;
+    }
     check(
         h.scoring.metric != ErrorMetric::Bce || h.scaling == Scaling::MinMax,
         "scaling",

@@ -6,8 +6,8 @@ use crate::{
     codec::ModelView,
     error::LoadError,
     model::{
-        Adaptation, Aggregate, AlarmSpec, Arch, FaultPolicy, Layers, Scaling, Scoring, TOP_K,
-        Threshold, TrainingSummary, Variant, WindowSpec,
+        Adaptation, Aggregate, AlarmSpec, Arch, FaultPolicy, Layers, MaskAxis, Scaling, Scoring,
+        TOP_K, Threshold, TrainingSummary, Variant, WindowSpec,
     },
     nn::{self, Dims, Scratch},
     storage::{Buffers, ChannelState, Fixed, Storage},
@@ -110,11 +110,7 @@ impl Config {
     /// The inference architecture.
     #[must_use]
     pub const fn arch(&self) -> Arch {
-        match (self.variant, self.tied) {
-            (Variant::Vae, _) => Arch::Vae,
-            (_, true) => Arch::Tied,
-            (_, false) => Arch::Dense,
-        }
+        crate::model::arch_of(self.variant, self.tied)
     }
 }
 
@@ -319,6 +315,7 @@ impl<S: Storage> Engine<S> {
             ch.has_last = false;
             ch.faulty_run = 0;
             ch.baseline = 0.0;
+            ch.masked_left = 0;
         }
     }
 
@@ -347,7 +344,13 @@ impl<S: Storage> Engine<S> {
     /// at most the model's `hold_max`, its last valid value is held and the window goes on
     /// (scores of windows holding such a value are marked `imputed`); otherwise the window,
     /// smoothing and exceedance counts restart, and scoring resumes once the window is full
-    /// again. An alarm that was on stays on through the fault ([`alarm`](Self::alarm)) until
+    /// again. A model trained with whole channels masked (`Variant::Masked` with
+    /// `MaskAxis::Channel`) does not restart for a channel that is out longer than that: it
+    /// hides the channel (0 in its input, as in training) and keeps scoring on the others,
+    /// leaving the hidden channel out of the score until the window no longer holds a hidden
+    /// value (those scores are marked `imputed`); such a sample is scored rather than reported
+    /// as a fault. It restarts only when every channel is out.
+    /// An alarm that was on stays on through the fault ([`alarm`](Self::alarm)) until
     /// enough normal windows after it turn it off.
     pub fn push(&mut self, sample: &[f32]) -> Verdict {
         self.push_inner(Some(sample))
@@ -357,6 +360,7 @@ impl<S: Storage> Engine<S> {
         Verdict {
             index: self.state.index,
             status: Status::Fault(fault),
+            hidden: None,
         }
     }
 
@@ -390,6 +394,14 @@ impl<S: Storage> Engine<S> {
         let mut fault: Option<SensorFault> = None;
         let mut must_reset = false;
         let hold_max = self.config.faults.hold_max;
+        // A model trained with whole channels hidden can score without a dropped channel.
+        let can_mask = matches!(
+            self.config.variant,
+            Variant::Masked {
+                mask: MaskAxis::Channel
+            }
+        ) && sample.is_some();
+        let mut masked_now = 0usize;
         let head = self.state.head;
         let b = self.storage.buffers();
         let Some(slot) = b.ring.get_mut(head * channels..(head + 1) * channels) else {
@@ -410,12 +422,19 @@ impl<S: Storage> Engine<S> {
                     ch.last = normalised;
                     ch.has_last = true;
                     ch.faulty_run = 0;
+                    ch.masked_left = ch.masked_left.saturating_sub(1);
                     *out = normalised - ch.baseline;
                 }
                 Err(kind) => {
                     ch.faulty_run = ch.faulty_run.saturating_add(1);
                     if ch.has_last && ch.faulty_run <= hold_max {
+                        ch.masked_left = ch.masked_left.saturating_sub(1);
                         *out = ch.last - ch.baseline;
+                    } else if can_mask {
+                        // Hidden as in training: 0 in the model's input, out of the score.
+                        *out = 0.0;
+                        ch.masked_left = window;
+                        masked_now += 1;
                     } else {
                         must_reset = true;
                     }
@@ -438,9 +457,19 @@ impl<S: Storage> Engine<S> {
         {
             f.channel = None;
         }
-        if let Some(mut f) = fault {
+        // Masking needs at least one channel left to score from.
+        if masked_now > 0 && masked_now >= channels {
+            must_reset = true;
+        }
+        // A sample whose only faults are hidden channels is scored, not reported as a fault.
+        if let Some(mut f) = fault
+            && (must_reset || masked_now == 0)
+        {
             if must_reset {
                 self.state.restart();
+                for ch in self.storage.buffers().channels.iter_mut() {
+                    ch.masked_left = 0;
+                }
                 f.reset = true;
             } else {
                 self.advance(window);
@@ -451,8 +480,14 @@ impl<S: Storage> Engine<S> {
             return v;
         }
         self.advance(window);
-        self.state.imputed_left = self.state.imputed_left.saturating_sub(1);
-        let v = self.after_valid_sample();
+        self.state.imputed_left = if masked_now > 0 {
+            window
+        } else {
+            self.state.imputed_left.saturating_sub(1)
+        };
+        let mut v = self.after_valid_sample();
+        // Scored around a hidden channel: the fault is still reported, with its channel.
+        v.hidden = fault;
         self.track_drift();
         self.state.index = self.state.index.wrapping_add(1);
         v
@@ -496,6 +531,7 @@ impl<S: Storage> Engine<S> {
                     filled: self.state.filled,
                     needed: window.length,
                 },
+                hidden: None,
             };
         }
         if self.state.scored && self.state.since_scored < window.hop {
@@ -511,7 +547,11 @@ impl<S: Storage> Engine<S> {
             } else {
                 Status::Normal(score)
             };
-            return Verdict { index, status };
+            return Verdict {
+                index,
+                status,
+                hidden: None,
+            };
         }
         let raw = self.score_window();
         self.state.since_scored = 0;
@@ -538,7 +578,11 @@ impl<S: Storage> Engine<S> {
         } else {
             Status::Normal(score)
         };
-        Verdict { index, status }
+        Verdict {
+            index,
+            status,
+            hidden: None,
+        }
     }
 
     /// Returns true when this window turned the alarm on.
@@ -577,13 +621,14 @@ impl<S: Storage> Engine<S> {
             z: zs,
             logvar,
             errors,
+            channels: chans,
             ..
         } = self.storage.buffers();
         // Oldest sample first: the ring from the head to its end, then from its start. Read in
         // place, in that order, by the first layer and the errors (no copy of the window).
         let (newer, older) = ring.split_at(split.min(ring.len()));
         let x = [older, newer];
-        let ok = nn::reconstruct(
+        let latent = nn::reconstruct(
             cfg.arch(),
             &cfg.layers,
             Dims {
@@ -601,10 +646,10 @@ impl<S: Storage> Engine<S> {
             },
             xhat,
         );
-        if ok.is_none() {
+        let Some(code_distance) = latent else {
             errors.fill(f32::MAX);
             return f32::MAX;
-        }
+        };
         let mean = nn::channel_errors(cfg.scoring.metric, x, xhat, errors);
         // A NaN or overflowing reconstruction saturates like the score, so the per-channel
         // explanation stays finite and `MaxChannel` (whose fold skips NaN) cannot read 0.
@@ -613,12 +658,32 @@ impl<S: Storage> Engine<S> {
                 *e = f32::MAX;
             }
         }
+        // Channels hidden after a dropout (channel-masked models) are left out of the score.
+        let mut kept = 0usize;
+        let mut kept_sum = 0.0f32;
+        for (e, ch) in errors.iter_mut().zip(chans.iter()) {
+            if ch.masked_left > 0 {
+                *e = 0.0;
+            } else {
+                kept += 1;
+                kept_sum += *e;
+            }
+        }
+        let mean = if kept < errors.len() && kept > 0 {
+            kept_sum / kept as f32
+        } else {
+            mean
+        };
         let mut score = match cfg.scoring.aggregate {
             Aggregate::Mean => mean,
             Aggregate::MaxChannel => errors.iter().fold(0.0f32, |m, &e| m.max(e)),
         };
-        if cfg.arch() == Arch::Vae && cfg.scoring.kl_weight > 0.0 {
-            score += cfg.scoring.kl_weight * nn::kl_divergence(zs, logvar);
+        if cfg.scoring.kl_weight > 0.0 {
+            match cfg.arch() {
+                Arch::Vae => score += cfg.scoring.kl_weight * nn::kl_divergence(zs, logvar),
+                Arch::VqVae { .. } => score += cfg.scoring.kl_weight * code_distance,
+                Arch::Dense | Arch::Tied => {}
+            }
         }
         if score.is_nan() || score > f32::MAX {
             f32::MAX

@@ -73,6 +73,7 @@ mod storage;
 #[doc(hidden)]
 pub mod testing;
 mod verdict;
+mod vq;
 
 #[cfg(feature = "alloc")]
 pub use codec::encode_to_vec;
@@ -83,14 +84,15 @@ pub use detector::{Config, Detector, Engine};
 pub use error::{DecodeError, EncodeError, LoadError, ShapeError};
 pub use model::{
     Activation, Adaptation, Aggregate, AlarmSpec, Arch, Channel, ErrorMetric, FaultPolicy, Header,
-    Layers, MAX_CHANNELS, MAX_WIDTH, MAX_WINDOW, Scaling, Scoring, TOP_K, Threshold,
-    ThresholdMethod, TrainingSummary, Variant, WindowSpec, param_count,
+    Layers, MAX_CHANNELS, MAX_CODEBOOK, MAX_WIDTH, MAX_WINDOW, MaskAxis, Scaling, Scoring, TOP_K,
+    Threshold, ThresholdMethod, TrainingSummary, Variant, WindowSpec, arch_of, param_count,
 };
 pub use nn::{BCE_EPS, LOGVAR_CLAMP, kl_divergence};
 #[cfg(feature = "alloc")]
 pub use storage::Heap;
 pub use storage::{Buffers, ChannelState, Fixed, Storage};
 pub use verdict::{ChannelError, FaultKind, Score, SensorFault, Status, Verdict};
+pub use vq::nearest_code;
 
 /// The README's Rust examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -14,6 +14,8 @@ pub const MAX_WINDOW: usize = 4096;
 pub const MAX_WIDTH: usize = 8192;
 /// Number of top channels a score reports.
 pub const TOP_K: usize = 3;
+/// Largest VQ-VAE codebook (number of codes K).
+pub const MAX_CODEBOOK: usize = 1024;
 
 /// Element-wise activation of a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -31,6 +33,13 @@ pub enum Activation {
     Sigmoid,
     /// `y = tanh(x)`.
     Tanh,
+    /// Soft-thresholding, `y = sign(x) max(|x| - lambda, 0)`: the closed-form LASSO solution
+    /// for an L1-penalised code (the seed's 软阈值算子), which sets small code entries exactly
+    /// to zero. Used on the code layer (`--soft-threshold`).
+    SoftThreshold {
+        /// Threshold, finite and `>= 0`.
+        lambda: f32,
+    },
 }
 
 /// How the model was trained. Plain, sparse, denoising and contractive models share the
@@ -47,6 +56,29 @@ pub enum Variant {
     Contractive,
     /// Small variational autoencoder.
     Vae,
+    /// Vector-quantised VAE: the code is replaced by the nearest of `codebook` learned codes
+    /// before decoding; the score adds `scoring.kl_weight` times the squared distance to that
+    /// code. The codebook (K x Z) is stored after the encoder's code layer.
+    VqVae {
+        /// Number of codes K, 1 to [`MAX_CODEBOOK`].
+        codebook: u16,
+    },
+    /// Masked autoencoder: trained to reconstruct windows with a share of their time steps or
+    /// channels hidden (set to 0, the training mean); inference is the dense (or tied) pass.
+    Masked {
+        /// What the trainer hid.
+        mask: MaskAxis,
+    },
+}
+
+/// What a masked autoencoder hides while training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MaskAxis {
+    /// Whole time steps (every channel of a sample).
+    Time,
+    /// Whole channels (every time step of a channel): a detector can then score a window with
+    /// a dropped channel hidden.
+    Channel,
 }
 
 impl Variant {
@@ -59,6 +91,8 @@ impl Variant {
             Variant::Denoising => "denoising",
             Variant::Contractive => "contractive",
             Variant::Vae => "vae",
+            Variant::VqVae { .. } => "vqvae",
+            Variant::Masked { .. } => "masked",
         }
     }
 }
@@ -72,6 +106,12 @@ pub enum Arch {
     Tied,
     /// Encoder N->H, heads mu and log-variance H->Z, decoder Z->H->N.
     Vae,
+    /// Like `Dense`, with a codebook of `codebook` codes of width Z between encoder and
+    /// decoder; the decoder runs on the nearest code.
+    VqVae {
+        /// Number of codes K.
+        codebook: usize,
+    },
 }
 
 /// Reconstruction error per entry.
@@ -193,7 +233,9 @@ pub struct Scoring {
     pub metric: ErrorMetric,
     /// Entries to window score.
     pub aggregate: Aggregate,
-    /// VAE only: adds `kl_weight * KL(q(z|x) || N(0, I))` to the score; 0 turns it off.
+    /// Weight of the latent term of the score, 0 turning it off: for a VAE, adds
+    /// `kl_weight * KL(q(z|x) || N(0, I))`; for a VQ-VAE, `kl_weight * ||z - e||^2`, the
+    /// squared distance from the code to its nearest codebook entry. Other families ignore it.
     pub kl_weight: f32,
     /// EWMA smoothing factor in `(0, 1]` (`s = a * raw + (1 - a) * s_prev`); 1 turns it off.
     pub ewma: f32,
@@ -287,11 +329,7 @@ impl Header<'_> {
     /// The inference architecture this header implies.
     #[must_use]
     pub const fn arch(&self) -> Arch {
-        match (self.variant, self.tied) {
-            (Variant::Vae, _) => Arch::Vae,
-            (_, true) => Arch::Tied,
-            (_, false) => Arch::Dense,
-        }
+        arch_of(self.variant, self.tied)
     }
 
     /// Input width N = C * W.
@@ -312,6 +350,20 @@ impl Header<'_> {
     }
 }
 
+/// The inference architecture of a variant, with or without tied weights (the VAE and the
+/// VQ-VAE are never tied; the reader rejects such files).
+#[must_use]
+pub const fn arch_of(variant: Variant, tied: bool) -> Arch {
+    match (variant, tied) {
+        (Variant::Vae, _) => Arch::Vae,
+        (Variant::VqVae { codebook }, _) => Arch::VqVae {
+            codebook: codebook as usize,
+        },
+        (_, true) => Arch::Tied,
+        (_, false) => Arch::Dense,
+    }
+}
+
 /// Number of `f32` parameters of an architecture with input N, hidden H and code Z.
 ///
 /// Use it for the `P` parameter of a fixed-size [`Detector`](crate::Detector).
@@ -321,6 +373,11 @@ impl Header<'_> {
 /// use sensorae::{param_count, Arch};
 /// // W1 (32x128) + b1 + W2 (8x32) + b2 + W3 (32x8) + b3 + W4 (128x32) + b4
 /// assert_eq!(param_count(Arch::Dense, 128, 32, 8), 4096 + 32 + 256 + 8 + 256 + 32 + 4096 + 128);
+/// // A VQ-VAE adds its codebook, K codes of width Z.
+/// assert_eq!(
+///     param_count(Arch::VqVae { codebook: 16 }, 128, 32, 8),
+///     param_count(Arch::Dense, 128, 32, 8) + 16 * 8
+/// );
 /// ```
 #[must_use]
 pub const fn param_count(arch: Arch, n: usize, h: usize, z: usize) -> usize {
@@ -329,5 +386,6 @@ pub const fn param_count(arch: Arch, n: usize, h: usize, z: usize) -> usize {
         Arch::Dense => encoder + h * z + h + n * h + n,
         Arch::Tied => encoder + h + n,
         Arch::Vae => encoder + z * h + z + h * z + h + n * h + n,
+        Arch::VqVae { codebook } => encoder + codebook * z + h * z + h + n * h + n,
     }
 }

@@ -20,6 +20,8 @@ impl Activation {
     /// assert_eq!(Activation::Relu.apply(-2.0), 0.0);
     /// assert_eq!(Activation::LeakyRelu { slope: 0.1 }.apply(-2.0), -0.2);
     /// assert_eq!(Activation::Sigmoid.apply(0.0), 0.5);
+    /// let soft = Activation::SoftThreshold { lambda: 0.5 };
+    /// assert_eq!((soft.apply(2.0), soft.apply(-2.0), soft.apply(0.3)), (1.5, -1.5, 0.0));
     /// ```
     #[must_use]
     #[inline]
@@ -36,6 +38,15 @@ impl Activation {
             }
             Activation::Sigmoid => 1.0 / (1.0 + libm::expf(-x)),
             Activation::Tanh => tanh(x),
+            Activation::SoftThreshold { lambda } => {
+                if x > lambda {
+                    x - lambda
+                } else if x < -lambda {
+                    x + lambda
+                } else {
+                    0.0
+                }
+            }
         }
     }
 
@@ -240,8 +251,10 @@ pub(crate) struct Scratch<'a> {
 }
 
 /// Reconstructs `x` (in two parts, see [`Parts`]) into `xhat`. For the VAE the decoder runs
-/// on the mean, and `scratch.logvar` holds the log-variance afterwards. Returns `None` only if
-/// slice lengths disagree with the sizes, which loading rules out.
+/// on the mean, and `scratch.logvar` holds the log-variance afterwards; the VQ-VAE's decoder
+/// runs on the nearest code, which `scratch.z` holds afterwards. Returns the squared distance
+/// from the encoder's code to that nearest code (0 for the other architectures), or `None`
+/// only if slice lengths disagree with the sizes, which loading rules out.
 pub(crate) fn reconstruct(
     arch: Arch,
     layers: &Layers,
@@ -250,15 +263,21 @@ pub(crate) fn reconstruct(
     x: Parts<'_>,
     s: Scratch<'_>,
     xhat: &mut [f32],
-) -> Option<()> {
+) -> Option<f32> {
     let Dims { n, h, z } = d;
     let p = &mut params;
     let (w1, b1) = (take(p, h * n)?, take(p, h)?);
     affine(w1, b1, h, n, false, x, s.h1, layers.encoder_hidden)?;
     let (w2, b2) = (take(p, z * h)?, take(p, z)?);
     let h1 = [&*s.h1, &[][..]];
+    let mut distance = 0.0;
     match arch {
         Arch::Dense | Arch::Tied => affine(w2, b2, z, h, false, h1, s.z, layers.code)?,
+        Arch::VqVae { codebook } => {
+            affine(w2, b2, z, h, false, h1, s.z, layers.code)?;
+            let codes = take(p, codebook.checked_mul(z)?)?;
+            distance = crate::vq::quantise(codes, s.z.get_mut(..z)?)?;
+        }
         Arch::Vae => {
             affine(w2, b2, z, h, false, h1, s.z, Activation::Linear)?;
             let (wl, bl) = (take(p, z * h)?, take(p, z)?);
@@ -267,7 +286,7 @@ pub(crate) fn reconstruct(
     }
     let code = [&*s.z, &[][..]];
     match arch {
-        Arch::Dense | Arch::Vae => {
+        Arch::Dense | Arch::Vae | Arch::VqVae { .. } => {
             let (w3, b3) = (take(p, h * z)?, take(p, h)?);
             affine(w3, b3, h, z, false, code, s.h2, layers.decoder_hidden)?;
             let (w4, b4) = (take(p, n * h)?, take(p, n)?);
@@ -280,7 +299,7 @@ pub(crate) fn reconstruct(
             affine(w1, b4, n, h, true, [s.h2, &[]], xhat, layers.output)?;
         }
     }
-    p.is_empty().then_some(())
+    p.is_empty().then_some(distance)
 }
 
 /// `KL(N(mu, exp(logvar)) || N(0, I))` in closed form, log-variances clamped to

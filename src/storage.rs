@@ -24,6 +24,9 @@ pub struct ChannelState {
     pub faulty_run: u16,
     /// Tracked level, in normalised units, subtracted before windowing.
     pub baseline: f32,
+    /// Channel-masked models: samples until the window holds no hidden (zeroed) value of
+    /// this channel any more; while it is non-zero the channel is left out of the score.
+    pub masked_left: u16,
 }
 
 impl ChannelState {
@@ -38,6 +41,7 @@ impl ChannelState {
         has_last: false,
         faulty_run: 0,
         baseline: 0.0,
+        masked_left: 0,
     };
 
     /// A channel that accepts every finite value unchanged.
@@ -50,6 +54,7 @@ impl ChannelState {
         has_last: false,
         faulty_run: 0,
         baseline: 0.0,
+        masked_left: 0,
     };
 }
 

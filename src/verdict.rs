@@ -11,6 +11,11 @@ pub struct Verdict {
     pub index: u64,
     /// What the detector concluded.
     pub status: Status,
+    /// A sensor fault this sample had that the detector scored around rather than stopping
+    /// for: only a channel-masked model ([`Variant::Masked`](crate::Variant::Masked) over
+    /// channels) does that, hiding the faulty channel from its input and its score. `None`
+    /// otherwise; faults that stop scoring are in `status` as [`Status::Fault`].
+    pub hidden: Option<SensorFault>,
 }
 
 /// What the detector concluded about a pushed sample.
@@ -52,12 +57,13 @@ impl Verdict {
         matches!(self.status, Status::Anomalous { .. })
     }
 
-    /// The sensor fault, if this sample had one.
+    /// The sensor fault, if this sample had one: the one that stopped scoring, or one a
+    /// channel-masked model scored around ([`hidden`](Self::hidden)).
     #[must_use]
     pub const fn fault(&self) -> Option<&SensorFault> {
         match &self.status {
             Status::Fault(fault) => Some(fault),
-            _ => None,
+            _ => self.hidden.as_ref(),
         }
     }
 }

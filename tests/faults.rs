@@ -173,3 +173,68 @@ fn an_alarm_holds_through_a_fault_until_normal_windows_clear_it() {
     assert!(!d.alarm());
     assert_eq!(alarms[4..], [true, true, false, false, false, false, false]);
 }
+
+/// A channel-masked model keeps scoring through a long dropout of one channel: the channel is
+/// hidden (0 in the input, as in training) and left out of the score, scores are marked
+/// `imputed`, and once the window holds no hidden value the scores are the clean run's again.
+/// A plain model restarts instead, and so does the masked one when every channel is out.
+#[test]
+fn channel_masked_model_scores_through_a_dropout_without_the_channel() {
+    let masked = |axis| {
+        let mut spec =
+            Spec::new(3, 5, 4, 2).variant(sensorae::Variant::Masked { mask: axis }, false);
+        spec.header.threshold.value = 1e9;
+        spec.bytes()
+    };
+    let bytes = masked(sensorae::MaskAxis::Channel);
+    let clean = clean_scores(&bytes, 40);
+    let mut d = DynDetector::from_bytes(&bytes).unwrap();
+    for (t, clean_score) in clean.iter().enumerate() {
+        let mut s = signal(t, 3);
+        let out = (10..20).contains(&t);
+        if out {
+            s[1] = f32::NAN;
+        }
+        let v = d.push(&s);
+        if t < 5 - 1 {
+            continue;
+        }
+        let score = v.score().copied().unwrap_or_else(|| panic!("t={t}: {v:?}"));
+        // Scored around, and still reported with its channel and kind.
+        let hidden = v.fault().map(|f| (f.channel, f.kind, f.reset));
+        if out {
+            assert_eq!(hidden, Some((Some(1), FaultKind::NotANumber, false)), "t={t}");
+        } else {
+            assert_eq!(hidden, None, "t={t}");
+        }
+        if (10..20 + 5 - 1).contains(&t) {
+            assert!(score.imputed, "t={t}");
+            assert_eq!(d.channel_errors()[1], 0.0, "t={t}: hidden channel scored");
+            assert!(
+                score
+                    .top
+                    .iter()
+                    .flatten()
+                    .all(|c| c.channel != 1 || c.error == 0.0)
+            );
+        } else {
+            assert!(!score.imputed, "t={t}");
+            assert_eq!(Some(score.value), *clean_score, "t={t}");
+        }
+    }
+    // Time-masked and plain models restart on the same dropout; all channels out restarts too.
+    for bytes in [masked(sensorae::MaskAxis::Time), model(0)] {
+        let mut d = DynDetector::from_bytes(&bytes).unwrap();
+        for t in 0..10 {
+            d.push(&signal(t, 3));
+        }
+        let mut s = signal(10, 3);
+        s[1] = f32::NAN;
+        assert!(d.push(&s).fault().unwrap().reset);
+    }
+    let mut d = DynDetector::from_bytes(&bytes).unwrap();
+    for t in 0..10 {
+        d.push(&signal(t, 3));
+    }
+    assert!(d.push(&[f32::NAN; 3]).fault().unwrap().reset);
+}

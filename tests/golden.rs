@@ -69,6 +69,40 @@ fn vae_with_kl_by_hand() {
     assert!((s - 2.695_170_9).abs() < 1e-5, "{s}");
 }
 
+// Soft-threshold code (lambda 0.1): u = 0.2, z = 0.1; h2 = 0.1 - 0.5 = -0.4;
+// xhat = [-0.4, 0.5*-0.4 + 0.25] = [-0.4, 0.05]; MSE = (1.4^2 + 1.95^2) / 2 = 2.88125.
+// With lambda 0.3 the code is cut to 0: h2 = -0.5, xhat = [-0.5, 0], MSE = (2.25 + 4) / 2.
+#[test]
+fn soft_threshold_code_by_hand() {
+    let mut spec = hand_spec(Variant::Sparse, false, &DENSE);
+    spec.header.layers.code = Activation::SoftThreshold { lambda: 0.1 };
+    let s = last_score(&spec.bytes(), &[3.0, 5.0]);
+    assert!((s - 2.881_25).abs() < 1e-6, "{s}");
+    spec.header.layers.code = Activation::SoftThreshold { lambda: 0.3 };
+    let s = last_score(&spec.bytes(), &[3.0, 5.0]);
+    assert!((s - 3.125).abs() < 1e-6, "{s}");
+}
+
+// VQ-VAE, codebook [0.5, -1.0]: z_e = 0.2 is nearest to 0.5 (distance^2 0.09, against 1.44);
+// h2 = 1.0*0.5 - 0.5 = 0; xhat = [0, 0.25]; MSE = (1 + 1.75^2) / 2 = 2.03125; with the
+// distance weight 2: 2.03125 + 0.18 = 2.21125.
+#[test]
+fn vqvae_nearest_code_and_distance_by_hand() {
+    let params = [
+        0.5, -0.25, 0.1, 2.0, 0.0, 0.5, -1.0, 1.0, -0.5, 1.0, 0.5, 0.0, 0.25,
+    ];
+    let mut spec = hand_spec(Variant::VqVae { codebook: 2 }, false, &params);
+    assert_eq!(
+        spec.params.len(),
+        param_count(Arch::VqVae { codebook: 2 }, 2, 1, 1)
+    );
+    let s = last_score(&spec.bytes(), &[3.0, 5.0]);
+    assert!((s - 2.031_25).abs() < 1e-6, "{s}");
+    spec.header.scoring.kl_weight = 2.0;
+    let s = last_score(&spec.bytes(), &[3.0, 5.0]);
+    assert!((s - 2.211_25).abs() < 1e-6, "{s}");
+}
+
 /// An independent f64 forward pass over the file-order parameters with plain loops.
 fn reference_score(spec: &Spec, window: &[Vec<f32>]) -> f64 {
     let h = &spec.header;
@@ -103,6 +137,10 @@ fn reference_score(spec: &Spec, window: &[Vec<f32>]) -> f64 {
         }
         Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
         Activation::Tanh => v.tanh(),
+        Activation::SoftThreshold { lambda } => {
+            let l = f64::from(lambda);
+            v.signum() * (v.abs() - l).max(0.0)
+        }
     };
     // Column-major W (rows x cols): W[r, c] = w[c * rows + r].
     let layer = |w: &[f64], b: &[f64], rows: usize, cols: usize, tr: bool, x: &[f64], a| {
@@ -122,7 +160,7 @@ fn reference_score(spec: &Spec, window: &[Vec<f32>]) -> f64 {
     let h1 = layer(&w1, &b1, hid, n, false, &x, l.encoder_hidden);
     let (w2, b2) = (take(z * hid), take(z));
     let is_vae = h.variant == Variant::Vae;
-    let code = layer(
+    let mut code = layer(
         &w2,
         &b2,
         z,
@@ -132,6 +170,16 @@ fn reference_score(spec: &Spec, window: &[Vec<f32>]) -> f64 {
         if is_vae { Activation::Linear } else { l.code },
     );
     let mut kl = 0.0;
+    if let Variant::VqVae { codebook } = h.variant {
+        // Nearest code by exhaustive search; `kl` carries the squared distance.
+        let cb = take(usize::from(codebook) * z);
+        let dist = |k: usize| -> f64 { (0..z).map(|j| (code[j] - cb[k * z + j]).powi(2)).sum() };
+        let best = (0..usize::from(codebook))
+            .min_by(|&a, &b| dist(a).total_cmp(&dist(b)))
+            .unwrap();
+        kl = dist(best);
+        code = cb[best * z..(best + 1) * z].to_vec();
+    }
     if is_vae {
         let (wl, bl) = (take(z * hid), take(z));
         let lv = layer(&wl, &bl, z, hid, false, &h1, Activation::Linear);
@@ -193,12 +241,13 @@ fn check_against_reference(spec: Spec) {
     }
 }
 
-const ACTS: [Activation; 5] = [
+const ACTS: [Activation; 6] = [
     Activation::Linear,
     Activation::Relu,
     Activation::LeakyRelu { slope: 0.1 },
     Activation::Sigmoid,
     Activation::Tanh,
+    Activation::SoftThreshold { lambda: 0.05 },
 ];
 
 #[test]
@@ -208,6 +257,13 @@ fn every_activation_matches_reference() {
             (Variant::Plain, false),
             (Variant::Plain, true),
             (Variant::Vae, false),
+            (Variant::VqVae { codebook: 3 }, false),
+            (
+                Variant::Masked {
+                    mask: sensorae::MaskAxis::Channel,
+                },
+                true,
+            ),
         ] {
             let spec = Spec::new(3, 5, 6, 2).variant(variant, tied).activations([
                 a,
@@ -241,6 +297,13 @@ fn every_metric_and_aggregate_matches_reference() {
             check_against_reference(spec);
         }
     }
+}
+
+#[test]
+fn vqvae_distance_weight_matches_reference() {
+    let mut spec = Spec::new(2, 4, 4, 3).variant(Variant::VqVae { codebook: 5 }, false);
+    spec.header.scoring.kl_weight = 0.5;
+    check_against_reference(spec);
 }
 
 #[test]

@@ -118,6 +118,76 @@ fn every_single_bit_flip_is_rejected() {
     assert_eq!(flipped, bytes);
 }
 
+/// The issue-9 additions are appended enum variants, so old files decode as before and the
+/// new ones have pinned discriminants: `Variant` 5 VqVae { codebook: varint }, 6 Masked {
+/// mask: 0 Time | 1 Channel }, `Activation` 5 SoftThreshold { lambda: f32 }.
+#[test]
+fn new_variants_and_activation_round_trip_with_pinned_bytes() {
+    let mut vq = Spec::new(2, 4, 4, 2).variant(Variant::VqVae { codebook: 300 }, false);
+    vq.header.layers.code = sensorae::Activation::SoftThreshold { lambda: 0.5 };
+    vq.header.scoring.kl_weight = 0.125;
+    let masked = Spec::new(2, 4, 4, 2).variant(
+        Variant::Masked {
+            mask: sensorae::MaskAxis::Channel,
+        },
+        true,
+    );
+    for (spec, variant_bytes) in [(&vq, &[5u8, 0xac, 0x02][..]), (&masked, &[6, 1][..])] {
+        let bytes = spec.bytes();
+        let view = ModelView::from_bytes(&bytes).unwrap();
+        assert_eq!(*view.header(), spec.header);
+        assert_eq!(view.weights().collect::<Vec<_>>(), spec.params);
+        // Name "tiny" (5 bytes) then the variant.
+        assert_eq!(&bytes[15..15 + variant_bytes.len()], variant_bytes);
+    }
+    assert_eq!(
+        vq.params.len(),
+        param_count(Arch::Dense, 8, 4, 2) + 300 * 2,
+        "the codebook adds K * Z parameters"
+    );
+    // Code activation after tied (1), window (3), hidden, latent, encoder_hidden (1 byte).
+    let bytes = vq.bytes();
+    let at = 15 + 3 + 1 + 3 + 2 + 1;
+    assert_eq!(bytes[at], 5);
+    assert_eq!(&bytes[at + 1..at + 5], &0.5f32.to_le_bytes());
+    let mut flipped = bytes.clone();
+    for i in 0..bytes.len() * 8 {
+        flipped[i / 8] ^= 1 << (i % 8);
+        assert!(ModelView::from_bytes(&flipped).is_err(), "bit {i}");
+        flipped[i / 8] ^= 1 << (i % 8);
+    }
+}
+
+#[test]
+fn bad_codebook_lambda_and_tied_vqvae_are_refused() {
+    let invalid =
+        |spec: &Spec| match sensorae::encode_to_vec(&spec.header, &spec.channels, &spec.params) {
+            Err(EncodeError::Invalid(DecodeError::InvalidField { field })) => field,
+            other => panic!("{other:?}"),
+        };
+    let zero = Spec::new(2, 4, 4, 2).variant(Variant::VqVae { codebook: 0 }, false);
+    assert_eq!(invalid(&zero), "variant.codebook");
+    let huge = Spec::new(2, 4, 4, 2).variant(Variant::VqVae { codebook: 1025 }, false);
+    assert_eq!(invalid(&huge), "variant.codebook");
+    let tied = Spec::new(2, 4, 4, 2).variant(Variant::VqVae { codebook: 4 }, true);
+    assert_eq!(invalid(&tied), "tied");
+    let mut soft = Spec::new(2, 4, 4, 2);
+    soft.header.layers.code = sensorae::Activation::SoftThreshold { lambda: -0.1 };
+    assert_eq!(invalid(&soft), "layers.code");
+    // A fixed-size detector sized with the codebook loads the model.
+    let ok = Spec::new(2, 4, 4, 2).variant(Variant::VqVae { codebook: 3 }, false);
+    type Vq = Detector<2, 4, 8, 4, 2, { param_count(Arch::VqVae { codebook: 3 }, 8, 4, 2) }>;
+    assert!(Vq::from_bytes(&ok.bytes()).is_ok());
+    type Plain = Detector<2, 4, 8, 4, 2, { param_count(Arch::Dense, 8, 4, 2) }>;
+    assert!(matches!(
+        Plain::from_bytes(&ok.bytes()),
+        Err(LoadError::Shape(ShapeError::Mismatch {
+            what: "parameters",
+            ..
+        }))
+    ));
+}
+
 #[test]
 fn every_truncation_and_extension_is_rejected() {
     let bytes = tiny();

@@ -2,7 +2,7 @@
 
 use std::io::{self, Write};
 
-use sensorae::{DynDetector, FaultKind, Status};
+use sensorae::{DynDetector, FaultKind};
 
 use crate::{
     data::Table,
@@ -34,10 +34,7 @@ pub fn score_rows(detector: &mut DynDetector, table: &Table) -> Vec<RowVerdict> 
             RowVerdict {
                 score: score.map(|s| s.value),
                 alarm: v.is_alarm(),
-                fault: match v.status {
-                    Status::Fault(f) => Some(f.kind),
-                    _ => None,
-                },
+                fault: v.fault().map(|f| f.kind),
                 top_channel: score.and_then(|s| s.top[0]).map(|c| c.channel),
             }
         })

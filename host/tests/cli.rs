@@ -295,3 +295,72 @@ fn skab_bench_prints_both_alignments_and_the_baseline() {
         );
     }
 }
+
+/// Issue 9's variants and losses through the command line: a VQ-VAE with a soft-threshold code
+/// and the combined loss, a channel-masked autoencoder with the SSIM loss, and a VQ knob on
+/// another variant refused as a usage error.
+#[test]
+fn vqvae_masked_and_structural_losses_train_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut csv = String::from("a,b,c\n");
+    for t in 0..900 {
+        let x = t as f32 * 0.07;
+        csv.push_str(&format!(
+            "{},{},{}\n",
+            x.sin(),
+            x.cos(),
+            (2.0 * x).sin() + 0.5 * x.cos()
+        ));
+    }
+    std::fs::write(dir.join("w.csv"), csv).unwrap();
+    let common = [
+        "train", "--data", "w.csv", "--epochs", "3", "--quiet", "--window", "8",
+    ];
+    let run = |extra: &[&str]| {
+        let mut args = common.to_vec();
+        args.extend_from_slice(extra);
+        sensorae(&args, dir)
+    };
+    let o = run(&[
+        "--out",
+        "vq.snae",
+        "--variant",
+        "vqvae",
+        "--codebook",
+        "8",
+        "--commitment",
+        "0.5",
+        "--distance-weight",
+        "0.1",
+        "--loss",
+        "combined:0.8",
+        "--soft-threshold",
+        "0.01",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&sensorae(&["inspect", "vq.snae"], dir));
+    assert!(
+        text.contains("vqvae") && text.contains("0.1 x squared code distance"),
+        "{text}"
+    );
+    let o = run(&[
+        "--out",
+        "m.snae",
+        "--variant",
+        "masked",
+        "--mask",
+        "channel",
+        "--mask-ratio",
+        "0.4",
+        "--loss",
+        "ssim",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&sensorae(&["inspect", "m.snae"], dir));
+    assert!(text.contains("masked"), "{text}");
+    let o = run(&["--out", "x.snae", "--codebook", "8"]);
+    assert_fails(&o, 2, &["--codebook", "vqvae"]);
+    let o = run(&["--out", "x.snae", "--loss", "combined:1.5"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -17,6 +17,11 @@ fn model(arch: Arch, hop: u16) -> Vec<u8> {
         Arch::Dense => {}
         Arch::Tied => header.tied = true,
         Arch::Vae => header.variant = Variant::Vae,
+        Arch::VqVae { codebook } => {
+            header.variant = Variant::VqVae {
+                codebook: u16::try_from(codebook).expect("small codebook"),
+            };
+        }
     }
     header.scoring.kl_weight = 0.5;
     let channels: Vec<_> = (0..8).map(testing::channel).collect();
@@ -32,7 +37,12 @@ fn push_never_allocates_after_warm_up() {
     let samples: Vec<[f32; 8]> = (0..512)
         .map(|t| core::array::from_fn(|c| ((t * 7 + c * 13) as f32 * 0.01).sin()))
         .collect();
-    for arch in [Arch::Dense, Arch::Tied, Arch::Vae] {
+    for arch in [
+        Arch::Dense,
+        Arch::Tied,
+        Arch::Vae,
+        Arch::VqVae { codebook: 16 },
+    ] {
         for hop in [1, 4] {
             let mut d = DynDetector::from_bytes(&model(arch, hop)).expect("load");
             for s in &samples[..16] {

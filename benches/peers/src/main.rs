@@ -102,6 +102,7 @@ fn act_name(a: Activation) -> serde_json::Value {
         Activation::LeakyRelu { slope } => json!({ "leaky_relu": slope }),
         Activation::Sigmoid => json!("sigmoid"),
         Activation::Tanh => json!("tanh"),
+        Activation::SoftThreshold { lambda } => json!({ "soft_threshold": lambda }),
     }
 }
 

@@ -260,6 +260,19 @@ pub fn default_options(variant: &str) -> Result<FitOptions> {
         "sparse" => argv.extend(["--l1-code", "1e-3"]),
         "contractive" => argv.extend(["--contractive", "1e-3"]),
         "vae" => argv.extend(["--beta", "0.1"]),
+        // 32 codes for 34 small training sets of ~300 windows; the score adds the mean squared
+        // code distance per code dimension (1/Z with Z = 8).
+        "vqvae" => argv.extend([
+            "--codebook",
+            "32",
+            "--commitment",
+            "0.25",
+            "--distance-weight",
+            "0.125",
+        ]),
+        // Hide half the channels: the model must predict channels from the others, which is
+        // what a broken sensor relationship violates.
+        "masked" => argv.extend(["--mask", "channel", "--mask-ratio", "0.5"]),
         _ => {}
     }
     let w = Wrapper::try_parse_from(argv).map_err(|e| Error::Usage(e.to_string()))?;
@@ -274,7 +287,8 @@ pub struct SkabArgs {
     /// The SKAB data folder (holding valve1, valve2 and other).
     #[arg(long, default_value = "../shared/data/skab")]
     pub data: PathBuf,
-    /// Variants to run, comma-separated: ae, sparse, denoising, contractive, vae.
+    /// Variants to run, comma-separated: ae, sparse, denoising, contractive, vae, vqvae,
+    /// masked.
     #[arg(long, value_delimiter = ',', default_value = "ae")]
     pub variant: Vec<String>,
     /// One JSON object per line instead of a table.

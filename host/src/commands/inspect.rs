@@ -82,7 +82,12 @@ pub fn describe(view: &ModelView<'_>, file_bytes: usize) -> String {
         sc.metric, sc.aggregate
     );
     if sc.kl_weight > 0.0 {
-        let _ = write!(scoring, ", + {} x KL", sc.kl_weight);
+        let term = if matches!(h.variant, sensorae::Variant::VqVae { .. }) {
+            "squared code distance"
+        } else {
+            "KL"
+        };
+        let _ = write!(scoring, ", + {} x {term}", sc.kl_weight);
     }
     if sc.ewma < 1.0 {
         let _ = write!(scoring, ", EWMA alpha {}", sc.ewma);

@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use sensorae::{Activation, Aggregate, AlarmSpec, ErrorMetric, FaultPolicy, Variant};
+use sensorae::{Activation, Aggregate, AlarmSpec, ErrorMetric, FaultPolicy, MaskAxis, Variant};
 
 use crate::{
     calibrate::Method,
@@ -53,9 +53,16 @@ pub struct TrainArgs {
     /// Slope of leaky-relu on the negative side.
     #[arg(long, default_value_t = 0.01)]
     pub leaky_slope: f32,
-    /// Reconstruction loss and score: mse, mae or bce (bce scales inputs to [0, 1]).
+    /// Reconstruction loss and score: mse, mae or bce (bce scales inputs to [0, 1]); or, for
+    /// training only, ssim (1 - SSIM per channel over the window) or combined:ALPHA[:PIXEL]
+    /// (ALPHA * PIXEL + (1 - ALPHA) * (1 - SSIM), PIXEL mse by default). The model then
+    /// scores with the pixel metric (mse for ssim).
     #[arg(long, default_value = "mse", value_parser = parse_loss)]
-    pub loss: ErrorMetric,
+    pub loss: Loss,
+    /// L1-sparse code by soft-thresholding: the code activation becomes
+    /// sign(u) max(|u| - LAMBDA, 0) (the LASSO solution), on every variant but the VAE.
+    #[arg(long)]
+    pub soft_threshold: Option<f32>,
     /// Decoder uses the encoder's transposed weights.
     #[arg(long)]
     pub tied: bool,
@@ -83,6 +90,22 @@ pub struct TrainArgs {
     /// VAE: weight of the KL term added to the anomaly score.
     #[arg(long, default_value_t = 0.0)]
     pub kl_weight: f32,
+    /// VQ-VAE: number of codebook entries K (default 16).
+    #[arg(long)]
+    pub codebook: Option<u16>,
+    /// VQ-VAE: commitment weight beta of ||z_e - sg[e]||^2 (default 0.25).
+    #[arg(long)]
+    pub commitment: Option<f32>,
+    /// VQ-VAE: weight of the squared distance to the nearest code added to the anomaly score.
+    #[arg(long, default_value_t = 0.0)]
+    pub distance_weight: f32,
+    /// Masked: share of the time steps or channels hidden in each training window (default
+    /// 0.5).
+    #[arg(long)]
+    pub mask_ratio: Option<f32>,
+    /// Masked: hide whole time steps (time) or whole channels (channel).
+    #[arg(long, value_parser = parse_mask)]
+    pub mask: Option<MaskAxis>,
     /// Maximum epochs.
     #[arg(long, default_value_t = 60)]
     pub epochs: u32,
@@ -177,13 +200,29 @@ pub fn parse_variant(s: &str) -> std::result::Result<Variant, String> {
         "denoising" => Variant::Denoising,
         "contractive" => Variant::Contractive,
         "vae" => Variant::Vae,
+        "vqvae" => Variant::VqVae { codebook: 16 },
+        "masked" => Variant::Masked {
+            mask: MaskAxis::Time,
+        },
         _ => {
             return Err(usage(
                 "variant",
                 s,
-                "ae, sparse, denoising, contractive or vae",
+                "ae, sparse, denoising, contractive, vae, vqvae or masked",
             ));
         }
+    })
+}
+
+/// Parses a mask axis.
+///
+/// # Errors
+/// A message listing the axes.
+pub fn parse_mask(s: &str) -> std::result::Result<MaskAxis, String> {
+    Ok(match s {
+        "time" => MaskAxis::Time,
+        "channel" => MaskAxis::Channel,
+        _ => return Err(usage("mask", s, "time or channel")),
     })
 }
 
@@ -208,17 +247,53 @@ pub fn parse_activation(s: &str) -> std::result::Result<Activation, String> {
     })
 }
 
-/// Parses a loss name.
-///
-/// # Errors
-/// A message listing the losses.
-pub fn parse_loss(s: &str) -> std::result::Result<ErrorMetric, String> {
+/// A training loss: the pixel-wise metric (also the model's scoring metric) and the optional
+/// weight of that metric in a combination with the structural (SSIM) loss.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Loss {
+    /// Pixel-wise loss and scoring metric.
+    pub metric: ErrorMetric,
+    /// `Some(alpha)`: train on `alpha * metric + (1 - alpha) * (1 - SSIM)`.
+    pub ssim_alpha: Option<f32>,
+}
+
+fn parse_metric(s: &str) -> std::result::Result<ErrorMetric, String> {
     Ok(match s {
         "mse" => ErrorMetric::Mse,
         "mae" | "l1" => ErrorMetric::Mae,
         "bce" => ErrorMetric::Bce,
         _ => return Err(usage("loss", s, "mse, mae or bce")),
     })
+}
+
+/// Parses `mse`, `mae`, `bce`, `ssim` or `combined:ALPHA[:PIXEL]`.
+///
+/// # Errors
+/// A message listing the losses.
+pub fn parse_loss(s: &str) -> std::result::Result<Loss, String> {
+    const FORMS: &str = "mse, mae, bce, ssim or combined:ALPHA[:mse|mae|bce]";
+    let mut parts = s.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("ssim"), None, _, _) => Ok(Loss {
+            metric: ErrorMetric::Mse,
+            ssim_alpha: Some(0.0),
+        }),
+        (Some("combined"), Some(alpha), pixel, None) => {
+            let alpha = number("combined alpha", alpha)?;
+            if !(0.0..=1.0).contains(&alpha) {
+                return Err(usage("combined alpha", s, "a weight in [0, 1]"));
+            }
+            Ok(Loss {
+                metric: pixel.map_or(Ok(ErrorMetric::Mse), parse_metric)?,
+                ssim_alpha: Some(alpha),
+            })
+        }
+        (Some(m), None, _, _) => Ok(Loss {
+            metric: parse_metric(m).map_err(|_| usage("loss", s, FORMS))?,
+            ssim_alpha: None,
+        }),
+        _ => Err(usage("loss", s, FORMS)),
+    }
 }
 
 /// Parses a window aggregate.
@@ -302,24 +377,8 @@ impl TrainArgs {
             },
             other => other,
         };
-        let mut t = TrainConfig::new(self.variant);
-        t.window = self.window;
-        t.hop = self.hop;
-        t.hidden = self.hidden;
-        t.latent = self.latent;
-        t.encoder_hidden = with_slope(self.activation);
-        t.decoder_hidden = with_slope(self.activation);
-        t.code = with_slope(self.code_activation);
-        t.loss = self.loss;
-        t.output = match (self.output_activation, self.loss) {
-            (Some(a), _) => with_slope(a),
-            (None, ErrorMetric::Bce) => Activation::Sigmoid,
-            (None, _) => Activation::Linear,
-        };
-        t.tied = self.tied;
-        t.weight_decay = self.weight_decay;
         let only = |flag: &str, variant: Variant| -> Result<()> {
-            if self.variant == variant {
+            if self.variant.name() == variant.name() {
                 Ok(())
             } else {
                 Err(Error::Usage(format!(
@@ -329,6 +388,57 @@ impl TrainArgs {
                 )))
             }
         };
+        let mut variant = self.variant;
+        if let Some(k) = self.codebook {
+            only("codebook", Variant::VqVae { codebook: 0 })?;
+            variant = Variant::VqVae { codebook: k };
+        }
+        if let Some(mask) = self.mask {
+            only("mask", Variant::Masked { mask })?;
+            variant = Variant::Masked { mask };
+        }
+        let mut t = TrainConfig::new(variant);
+        t.window = self.window;
+        t.hop = self.hop;
+        t.hidden = self.hidden;
+        t.latent = self.latent;
+        t.encoder_hidden = with_slope(self.activation);
+        t.decoder_hidden = with_slope(self.activation);
+        t.code = with_slope(self.code_activation);
+        if let Some(lambda) = self.soft_threshold {
+            if self.code_activation != Activation::Linear {
+                return Err(Error::Usage(
+                    "--soft-threshold sets the code activation; leave --code-activation linear"
+                        .to_owned(),
+                ));
+            }
+            t.code = Activation::SoftThreshold { lambda };
+        }
+        t.loss = self.loss.metric;
+        t.ssim_alpha = self.loss.ssim_alpha;
+        t.output = match (self.output_activation, self.loss.metric) {
+            (Some(a), _) => with_slope(a),
+            (None, ErrorMetric::Bce) => Activation::Sigmoid,
+            (None, _) => Activation::Linear,
+        };
+        t.tied = self.tied;
+        t.weight_decay = self.weight_decay;
+        if let Some(b) = self.commitment {
+            only("commitment", Variant::VqVae { codebook: 0 })?;
+            t.commitment = b;
+        }
+        if self.distance_weight != 0.0 {
+            only("distance-weight", Variant::VqVae { codebook: 0 })?;
+        }
+        if let Some(r) = self.mask_ratio {
+            only(
+                "mask-ratio",
+                Variant::Masked {
+                    mask: MaskAxis::Time,
+                },
+            )?;
+            t.mask_ratio = r;
+        }
         if let Some(noise) = self.noise {
             only("noise", Variant::Denoising)?;
             t.noise = noise;
@@ -375,7 +485,12 @@ impl TrainArgs {
             train: t,
             aggregate: self.aggregate,
             ewma: self.ewma,
-            kl_weight: self.kl_weight,
+            // One latent-score weight in the file: the VAE's KL or the VQ-VAE's code distance.
+            kl_weight: if matches!(variant, Variant::VqVae { .. }) {
+                self.distance_weight
+            } else {
+                self.kl_weight
+            },
             threshold: self.threshold,
             alarm: AlarmSpec {
                 on_after: self.alarm_on,

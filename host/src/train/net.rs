@@ -11,6 +11,8 @@ use core::ops::Range;
 use nalgebra::{DMatrixViewMut, Dyn, MatrixView, RealField};
 use sensorae::{Activation, Arch, ErrorMetric, LOGVAR_CLAMP};
 
+use super::ssim::Ssim;
+
 /// The float type the maths runs in.
 pub(crate) trait Float: RealField + Copy {
     fn of(x: f64) -> Self;
@@ -81,6 +83,8 @@ pub(crate) enum Act<T> {
     Leaky(T),
     Sigmoid,
     Tanh,
+    /// Soft-thresholding `sign(x) max(|x| - lambda, 0)` with this lambda.
+    Soft(T),
 }
 
 impl<T: Float> Act<T> {
@@ -91,6 +95,7 @@ impl<T: Float> Act<T> {
             Activation::LeakyRelu { slope } => Act::Leaky(T::of(f64::from(slope))),
             Activation::Sigmoid => Act::Sigmoid,
             Activation::Tanh => Act::Tanh,
+            Activation::SoftThreshold { lambda } => Act::Soft(T::of(f64::from(lambda))),
         }
     }
 
@@ -111,6 +116,15 @@ impl<T: Float> Act<T> {
             }),
             Act::Sigmoid => ys.iter_mut().for_each(|y| *y = one / (one + (-*y).fexp())),
             Act::Tanh => ys.iter_mut().for_each(|y| *y = y.ftanh()),
+            Act::Soft(l) => ys.iter_mut().for_each(|y| {
+                *y = if *y > l {
+                    *y - l
+                } else if *y < -l {
+                    *y + l
+                } else {
+                    zero
+                };
+            }),
         }
     }
 
@@ -137,6 +151,14 @@ impl<T: Float> Act<T> {
             }
             Act::Sigmoid => y * (one - y),
             Act::Tanh => one - y * y,
+            // The output is 0 exactly when |x| <= lambda, where the slope is 0.
+            Act::Soft(_) => {
+                if y == T::of(0.0) {
+                    T::of(0.0)
+                } else {
+                    one
+                }
+            }
         }
     }
 
@@ -146,7 +168,7 @@ impl<T: Float> Act<T> {
         let one = T::of(1.0);
         let two = T::of(2.0);
         match self {
-            Act::Linear | Act::Relu | Act::Leaky(_) => T::of(0.0),
+            Act::Linear | Act::Relu | Act::Leaky(_) | Act::Soft(_) => T::of(0.0),
             Act::Sigmoid => y * (one - y) * (one - two * y),
             Act::Tanh => -two * y * (one - y * y),
         }
@@ -169,6 +191,10 @@ pub(crate) struct Layout {
     /// Code weights (the mean head for the VAE).
     pub w2: Range<usize>,
     pub b2: Range<usize>,
+    /// VQ-VAE codebook, K codes of Z values one after the other (empty otherwise).
+    pub codebook: Range<usize>,
+    /// Number of codes K (0 without a codebook).
+    pub k: usize,
     /// VAE log-variance head (empty otherwise).
     pub wl: Range<usize>,
     pub bl: Range<usize>,
@@ -191,6 +217,11 @@ impl Layout {
         };
         let (w1, b1) = (next(h * n), next(h));
         let (w2, b2) = (next(z * h), next(z));
+        let k = match arch {
+            Arch::VqVae { codebook } => codebook,
+            _ => 0,
+        };
+        let codebook = next(k * z);
         let (wl, bl) = if arch == Arch::Vae {
             (next(z * h), next(z))
         } else {
@@ -213,6 +244,8 @@ impl Layout {
             b1,
             w2,
             b2,
+            codebook,
+            k,
             wl,
             bl,
             w3,
@@ -241,6 +274,8 @@ pub(crate) struct Spec<T> {
     /// Encoder hidden, code, decoder hidden, output.
     pub acts: [Act<T>; 4],
     pub loss: ErrorMetric,
+    /// Trains on `alpha * pixel + (1 - alpha) * (1 - SSIM)` instead of the pixel loss alone.
+    pub ssim: Option<Ssim<T>>,
 }
 
 /// Regularisation weights of the training objective.
@@ -256,6 +291,8 @@ pub(crate) struct Penalties<T> {
     pub contractive: T,
     /// VAE: weight of `KL(q(z|x) || N(0, I)) / N` (beta times the warm-up factor).
     pub kl: T,
+    /// VQ-VAE: commitment weight beta of `(||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2) / N`.
+    pub commitment: T,
 }
 
 impl<T: Float> Penalties<T> {
@@ -267,6 +304,7 @@ impl<T: Float> Penalties<T> {
             sparsity: None,
             contractive: T::of(0.0),
             kl: T::of(0.0),
+            commitment: T::of(0.0),
         }
     }
 }
@@ -280,6 +318,9 @@ pub(crate) struct Parts<T> {
     pub recon: T,
     /// VAE KL term before weighting (0 for other families).
     pub kl: T,
+    /// VQ-VAE: mean squared distance from the code to its nearest codebook entry per window
+    /// (0 for other families).
+    pub code_distance: T,
 }
 
 /// Activations and gradients of one batch, allocated once for the largest batch and reused.
@@ -291,6 +332,9 @@ pub(crate) struct Workspace<T> {
     logvar: Vec<T>,
     /// VAE sample `mu + sigma * eps` (the decoder input while training).
     sample: Vec<T>,
+    /// VQ-VAE: the nearest code of each column (the decoder input) and its index.
+    quant: Vec<T>,
+    nearest: Vec<usize>,
     h2: Vec<T>,
     logit: Vec<T>,
     xhat: Vec<T>,
@@ -299,6 +343,8 @@ pub(crate) struct Workspace<T> {
     g_code: Vec<T>,
     g_logvar: Vec<T>,
     g_h1: Vec<T>,
+    /// SSIM gradient scratch (grown on first use).
+    g_ssim: Vec<T>,
     // Contractive penalty scratch.
     gram: Vec<T>,
     gram_grad: Vec<T>,
@@ -315,12 +361,15 @@ impl<T: Float> Workspace<T> {
         let cz = if contractive { cap * z * h } else { 0 };
         let hh = if contractive { h * h } else { 0 };
         let vz = if vae { cap * z } else { 0 };
+        let vq = layout.k > 0;
         Workspace {
             cap,
             h1: buf(cap * h),
             code: buf(cap * z),
             logvar: buf(vz),
             sample: buf(vz),
+            quant: buf(if vq { cap * z } else { 0 }),
+            nearest: vec![0; if vq { cap } else { 0 }],
             h2: buf(cap * h),
             logit: buf(cap * n),
             xhat: buf(cap * n),
@@ -329,6 +378,7 @@ impl<T: Float> Workspace<T> {
             g_code: buf(cap * z),
             g_logvar: buf(vz),
             g_h1: buf(cap * h),
+            g_ssim: Vec::new(),
             gram: buf(hh),
             gram_grad: buf(hh),
             u: buf(cz),
@@ -352,6 +402,21 @@ impl<T: Float> Workspace<T> {
     #[cfg(test)]
     pub(crate) fn h1(&self, cols: usize, h: usize) -> &[T] {
         &self.h1[..cols * h]
+    }
+
+    /// VQ-VAE: the squared distance from each column's code to its nearest codebook entry in
+    /// the last forward pass.
+    #[cfg(test)]
+    pub(crate) fn code_distances(&self, cols: usize, z: usize) -> Vec<T> {
+        (0..cols)
+            .map(|col| {
+                let r = col * z..(col + 1) * z;
+                self.code[r.clone()]
+                    .iter()
+                    .zip(&self.quant[r])
+                    .fold(T::of(0.0), |a, (&c, &q)| a + (c - q) * (c - q))
+            })
+            .collect()
     }
 
     /// Code (or VAE mean) and VAE log-variance (empty for other families) of the last
@@ -455,6 +520,9 @@ fn mul_d1<T: Float>(g: &mut [T], y: &[T], act: Act<T>) {
 pub(crate) struct Batch<'a, T> {
     pub input: &'a [T],
     pub target: &'a [T],
+    /// Masked autoencoder: 1 on the entries hidden from the input, 0 elsewhere; the pixel loss
+    /// is the mean over the hidden entries only. `None`: every entry counts.
+    pub mask: Option<&'a [T]>,
     /// VAE only: `None` decodes the mean (inference); `Some` samples `mu + sigma * eps`.
     pub eps: Option<&'a [T]>,
     pub cols: usize,
@@ -503,7 +571,11 @@ pub(crate) fn forward<T: Float>(
     } else {
         a2.apply(&mut ws.code[..z * b]);
     }
+    if lay.k > 0 {
+        quantise(&p[lay.codebook.clone()], z, ws, b);
+    }
     let decoder_in: &[T] = match (vae, eps) {
+        _ if lay.k > 0 => &ws.quant,
         (true, Some(eps)) => {
             let half = T::of(0.5);
             let clamp = T::of(f64::from(LOGVAR_CLAMP));
@@ -560,57 +632,94 @@ pub(crate) fn forward<T: Float>(
 /// its gradient at the output layer's pre-activation in `ws.g_out`. BCE is taken in logit
 /// form (`softplus(a) - x a`, gradient `xhat - x`), which assumes a sigmoid output; its
 /// targets are clamped to `[0, 1]` as the detector clamps them.
+///
+/// With `mask`, the pixel loss is the mean over the masked entries only (masked autoencoder).
+/// With `structural` and an SSIM setting, the result is `alpha * pixel + (1 - alpha) *
+/// (1 - SSIM)` (see [`super::ssim`]); otherwise the pixel loss alone.
+#[allow(clippy::too_many_arguments)] // reason: two call sites; flags name what they switch
 fn recon_loss<T: Float>(
     spec: &Spec<T>,
     n: usize,
     ws: &mut Workspace<T>,
     target: &[T],
+    mask: Option<&[T]>,
     cols: usize,
     grad: bool,
+    structural: bool,
 ) -> T {
     let len = n * cols;
     let (zero, one) = (T::of(0.0), T::of(1.0));
-    let scale = one / T::of(len as f64);
+    let ssim = if structural { spec.ssim } else { None };
+    let alpha = ssim.map_or(one, |s| s.alpha);
+    let count = match mask {
+        Some(m) => m[..len].iter().fold(zero, |a, &v| a + v),
+        None => T::of(len as f64),
+    };
+    let scale = if count > zero { one / count } else { zero };
+    let gscale = alpha * scale;
     let mut sum = zero;
     let (xhat, logit, t) = (&ws.xhat[..len], &ws.logit[..len], &target[..len]);
     let g = &mut ws.g_out[..len];
+    let weight = |i: usize| mask.map_or(one, |m| m[i]);
     match spec.loss {
         ErrorMetric::Mse => {
-            let two = T::of(2.0) * scale;
-            for ((g, &y), &t) in g.iter_mut().zip(xhat).zip(t) {
+            let two = T::of(2.0) * gscale;
+            for (i, ((g, &y), &t)) in g.iter_mut().zip(xhat).zip(t).enumerate() {
                 let d = y - t;
-                sum += d * d;
-                *g = two * d;
+                let w = weight(i);
+                sum += w * d * d;
+                *g = w * two * d;
             }
         }
         ErrorMetric::Mae => {
-            for ((g, &y), &t) in g.iter_mut().zip(xhat).zip(t) {
+            for (i, ((g, &y), &t)) in g.iter_mut().zip(xhat).zip(t).enumerate() {
                 let d = y - t;
-                sum += d.fabs();
-                *g = if d > zero {
-                    scale
+                let w = weight(i);
+                sum += w * d.fabs();
+                *g = w * if d > zero {
+                    gscale
                 } else if d < zero {
-                    -scale
+                    -gscale
                 } else {
                     zero
                 };
             }
         }
         ErrorMetric::Bce => {
-            for (((g, &y), &a), &t) in g.iter_mut().zip(xhat).zip(logit).zip(t) {
+            for (i, (((g, &y), &a), &t)) in g.iter_mut().zip(xhat).zip(logit).zip(t).enumerate() {
                 let t = t.clamp(zero, one);
+                let w = weight(i);
                 let relu = if a > zero { a } else { zero };
-                sum += relu - t * a + (-a.fabs()).fexp().fln1p();
-                *g = scale * (y - t);
+                sum += w * (relu - t * a + (-a.fabs()).fexp().fln1p());
+                *g = w * gscale * (y - t);
             }
-            // The logit gradient already includes the sigmoid's derivative.
-            return sum * scale;
         }
     }
-    if grad {
+    // The BCE logit gradient already includes the sigmoid's derivative.
+    if grad && spec.loss != ErrorMetric::Bce {
         mul_d1(g, xhat, spec.acts[3]);
     }
-    sum * scale
+    let pixel = sum * scale;
+    let Some(s) = ssim else {
+        return pixel;
+    };
+    let beta = one - s.alpha;
+    let structural = if grad {
+        if ws.g_ssim.len() < len {
+            ws.g_ssim.resize(len, zero);
+        }
+        let gs = &mut ws.g_ssim[..len];
+        gs.iter_mut().for_each(|v| *v = zero);
+        let loss = s.loss(t, xhat, n, cols, beta, Some(gs));
+        mul_d1(gs, xhat, spec.acts[3]);
+        for (g, &v) in ws.g_out[..len].iter_mut().zip(gs.iter()) {
+            *g += v;
+        }
+        loss
+    } else {
+        s.loss(t, xhat, n, cols, beta, None)
+    };
+    s.alpha * pixel + beta * structural
 }
 
 /// Deterministic reconstruction loss of a batch (no noise; the VAE decodes its mean): the
@@ -624,7 +733,7 @@ pub(crate) fn eval_loss<T: Float>(
     cols: usize,
 ) -> T {
     forward(spec, lay, p, ws, input, None, cols);
-    recon_loss(spec, lay.n, ws, input, cols, false)
+    recon_loss(spec, lay.n, ws, input, None, cols, false, false)
 }
 
 /// Objective and its gradient (written into `grad`, which is overwritten) for one batch.
@@ -645,9 +754,10 @@ pub(crate) fn loss_and_grad<T: Float>(
     let tied = lay.arch == Arch::Tied;
     grad.iter_mut().for_each(|g| *g = zero);
     forward(spec, lay, p, ws, batch.input, batch.eps, b);
-    let recon = recon_loss(spec, n, ws, batch.target, b, true);
+    let recon = recon_loss(spec, n, ws, batch.target, batch.mask, b, true, true);
     let mut objective = recon;
     let mut kl = zero;
+    let mut code_distance = zero;
 
     // Output layer: g_out holds dL/d(logit).
     add_row_sums(&mut grad[lay.b4.clone()], &ws.g_out, n, b);
@@ -676,7 +786,9 @@ pub(crate) fn loss_and_grad<T: Float>(
     // Decoder hidden layer.
     mul_d1(&mut ws.g_h2[..h * b], &ws.h2[..h * b], a3);
     add_row_sums(&mut grad[lay.b3.clone()], &ws.g_h2, h, b);
-    let decoder_in: &[T] = if vae && batch.eps.is_some() {
+    let decoder_in: &[T] = if lay.k > 0 {
+        &ws.quant
+    } else if vae && batch.eps.is_some() {
         &ws.sample
     } else {
         &ws.code
@@ -750,6 +862,11 @@ pub(crate) fn loss_and_grad<T: Float>(
         let wl_t = mt(&p[lay.wl.clone()], z, h);
         gemm(&mut ws.g_h1, one, wl_t, m(&ws.g_logvar, z, b), one);
     } else {
+        if lay.k > 0 {
+            code_distance = vq_terms(lay, pen.commitment, p, ws, b, grad);
+            let one_n = one / T::of(n as f64);
+            objective += (one + pen.commitment) * one_n * code_distance;
+        }
         if pen.l1_code > zero {
             let step = pen.l1_code * inv_b;
             let mut l1 = zero;
@@ -800,7 +917,72 @@ pub(crate) fn loss_and_grad<T: Float>(
         objective,
         recon,
         kl,
+        code_distance,
     }
+}
+
+/// Nearest-code quantisation of the `b` codes in `ws.code` into `ws.quant` and
+/// `ws.nearest`, with the same arithmetic and tie rule as `sensorae::nearest_code`.
+fn quantise<T: Float>(codebook: &[T], z: usize, ws: &mut Workspace<T>, b: usize) {
+    for col in 0..b {
+        let ze = &ws.code[col * z..(col + 1) * z];
+        let mut best = (0usize, T::of(0.0));
+        for (k, e) in codebook.chunks_exact(z).enumerate() {
+            let mut d = T::of(0.0);
+            for (&ev, &v) in e.iter().zip(ze) {
+                d += (v - ev) * (v - ev);
+            }
+            if k == 0 || d < best.1 {
+                best = (k, d);
+            }
+        }
+        ws.nearest[col] = best.0;
+        ws.quant[col * z..(col + 1) * z].copy_from_slice(&codebook[best.0 * z..(best.0 + 1) * z]);
+    }
+}
+
+/// The VQ-VAE's codebook and commitment losses, `(||sg[z_e] - e||^2 + beta ||z_e -
+/// sg[e]||^2) / N` batch-averaged (per input entry, like the reconstruction). `ws.g_code`
+/// holds the decoder's gradient at the quantised code; the straight-through estimator passes
+/// it on to `z_e` unchanged, and this adds the commitment gradient to it and the codebook
+/// gradient to `grad`. Returns the batch mean of `||z_e - e||^2`.
+fn vq_terms<T: Float>(
+    lay: &Layout,
+    beta: T,
+    p: &[T],
+    ws: &mut Workspace<T>,
+    b: usize,
+    grad: &mut [T],
+) -> T {
+    let (n, z) = (lay.n, lay.z);
+    let (zero, two) = (T::of(0.0), T::of(2.0));
+    let scale = T::of(1.0) / T::of((n * b) as f64);
+    let codebook = &p[lay.codebook.clone()];
+    let gcb = &mut grad[lay.codebook.clone()];
+    let mut total = zero;
+    for col in 0..b {
+        let k = ws.nearest[col];
+        for j in 0..z {
+            let d = ws.code[col * z + j] - codebook[k * z + j];
+            total += d * d;
+            ws.g_code[col * z + j] += scale * beta * two * d;
+            gcb[k * z + j] -= scale * two * d;
+        }
+    }
+    total / T::of(b as f64)
+}
+
+/// The encoder's codes of `cols` inputs (for initialising a codebook from data).
+pub(crate) fn encode<'w, T: Float>(
+    spec: &Spec<T>,
+    lay: &Layout,
+    p: &[T],
+    ws: &'w mut Workspace<T>,
+    input: &[T],
+    cols: usize,
+) -> &'w [T] {
+    forward(spec, lay, p, ws, input, None, cols);
+    &ws.code[..lay.z * cols]
 }
 
 /// `beta * sum_j KL(rho || rho_hat_j)` with `rho_hat` the batch mean of each hidden unit,
@@ -946,6 +1128,7 @@ mod tests {
     const Z: usize = 6;
     const B: usize = 6;
     const LEAKY: A = A::LeakyRelu { slope: 0.1 };
+    const SOFT: A = A::SoftThreshold { lambda: 0.15 };
 
     #[derive(Clone, Copy)]
     struct Case {
@@ -959,6 +1142,10 @@ mod tests {
         kl: f64,
         noisy: bool,
         sample: bool,
+        /// Pixel weight alpha of the SSIM combination (`Some(0.0)`: SSIM alone).
+        ssim: Option<f64>,
+        /// Masked autoencoder: hide about half the entries and score only those.
+        masked: bool,
         /// N, H, Z, batch.
         dims: [usize; 4],
     }
@@ -974,6 +1161,8 @@ mod tests {
         kl: 0.0,
         noisy: false,
         sample: false,
+        ssim: None,
+        masked: false,
         dims: [N, H, Z, B],
     };
 
@@ -987,6 +1176,7 @@ mod tests {
         input: Vec<f64>,
         target: Vec<f64>,
         eps: Option<Vec<f64>>,
+        mask: Option<Vec<f64>>,
     }
 
     fn problem(c: Case, seed: u64) -> Problem {
@@ -1006,7 +1196,7 @@ mod tests {
             })
             .collect();
         // A fixed corruption stands in for the denoising noise draw.
-        let input = if c.noisy {
+        let mut input: Vec<f64> = if c.noisy {
             target
                 .iter()
                 .map(|t| t + rng.random_range(-0.3..0.3))
@@ -1014,6 +1204,17 @@ mod tests {
         } else {
             target.clone()
         };
+        let mask = c.masked.then(|| {
+            let m: Vec<f64> = (0..n * b)
+                .map(|_| if rng.random::<bool>() { 1.0 } else { 0.0 })
+                .collect();
+            for (v, &k) in input.iter_mut().zip(&m) {
+                if k > 0.0 {
+                    *v = 0.0;
+                }
+            }
+            m
+        });
         let eps = c
             .sample
             .then(|| (0..z * b).map(|_| rng.random_range(-2.0..2.0)).collect());
@@ -1023,6 +1224,10 @@ mod tests {
             spec: Spec {
                 acts: c.acts.map(Act::new),
                 loss: c.loss,
+                // Two channels, so windows of N / 2 steps.
+                ssim: c
+                    .ssim
+                    .map(|a| Ssim::new(a as f32, sensorae::Scaling::Standard, 2)),
             },
             lay,
             pen: Penalties {
@@ -1031,11 +1236,13 @@ mod tests {
                 sparsity: c.sparsity,
                 contractive: c.contractive,
                 kl: c.kl,
+                commitment: 0.0,
             },
             params,
             input,
             target,
             eps,
+            mask,
         }
     }
 
@@ -1049,6 +1256,7 @@ mod tests {
             input: &pb.input,
             target: &pb.target,
             eps: pb.eps.as_deref(),
+            mask: pb.mask.as_deref(),
             cols: pb.b,
         };
         loss_and_grad(&pb.spec, &pb.lay, &pb.pen, params, ws, batch, grad)
@@ -1146,6 +1354,17 @@ mod tests {
         small_vae_single_sample: Case { arch: Arch::Vae, kl: 0.7, sample: true, dims: [8, 7, 2, 1], ..BASE };
         small_sparse_kl_wide_input: Case { sparsity: Some((0.1, 0.5)), l1: 0.2, dims: [12, 4, 3, 5], acts: [A::Sigmoid, A::Linear, A::Tanh, A::Linear], ..BASE };
         vae_mean_decoding: Case { arch: Arch::Vae, kl: 0.7, sample: false, ..BASE };
+        ssim_alone_dense: Case { ssim: Some(0.0), ..BASE };
+        ssim_combined_mse_tied: Case { arch: Arch::Tied, ssim: Some(0.8), ..BASE };
+        ssim_combined_mae: Case { ssim: Some(0.5), loss: ErrorMetric::Mae, ..BASE };
+        ssim_combined_bce_sigmoid: Case { ssim: Some(0.3), loss: ErrorMetric::Bce, acts: [A::Tanh, A::Linear, A::Tanh, A::Sigmoid], ..BASE };
+        ssim_combined_vae: Case { arch: Arch::Vae, kl: 0.7, sample: true, ssim: Some(0.6), ..BASE };
+        ssim_tanh_output_sparse: Case { ssim: Some(0.2), l1: 0.3, acts: [A::Tanh; 4], ..BASE };
+        soft_threshold_code: Case { acts: [A::Tanh, SOFT, A::Tanh, A::Linear], ..BASE };
+        soft_threshold_code_tied_l1: Case { arch: Arch::Tied, l1: 0.2, acts: [A::Tanh, SOFT, A::Tanh, A::Linear], ..BASE };
+        soft_threshold_contractive: Case { contractive: 0.5, acts: [A::Tanh, SOFT, A::Tanh, A::Linear], ..BASE };
+        masked_mse: Case { masked: true, ..BASE };
+        masked_bce_ssim: Case { masked: true, ssim: Some(0.5), loss: ErrorMetric::Bce, acts: [A::Tanh, A::Linear, A::Tanh, A::Sigmoid], ..BASE };
     }
 
     /// The Gram-matrix penalty equals the Frobenius norm of the explicitly built Jacobian
@@ -1242,9 +1461,121 @@ mod tests {
         assert!((parts.objective - parts.recon - parts.kl / N as f64).abs() < 1e-12);
     }
 
+    /// One dense layer with plain loops: `act(W x + b)`, `W` column-major with `rows` rows.
+    fn layer(w: &[f64], b: &[f64], rows: usize, x: &[f64], act: Act<f64>) -> Vec<f64> {
+        let mut y: Vec<f64> = (0..rows)
+            .map(|r| {
+                b[r] + x
+                    .iter()
+                    .enumerate()
+                    .map(|(c, v)| w[c * rows + r] * v)
+                    .sum::<f64>()
+            })
+            .collect();
+        act.apply(&mut y);
+        y
+    }
+
+    /// The VQ-VAE objective as the straight-through estimator sees it, written independently
+    /// with plain loops: the decoder runs on `z_e(p) + (e_k0 - z_e0)`, the codebook loss is
+    /// `||z_e0 - e_k0(p)||^2` and the commitment loss `beta ||z_e(p) - e_k0||^2`, where `k0`,
+    /// `z_e0` and `e_k0` are frozen at `p0` (the stop-gradients). Its exact gradient at `p0`
+    /// is what the trainer's straight-through gradient must be.
+    fn vq_surrogate(pb: &Problem, p0: &[f64], p: &[f64], beta: f64) -> f64 {
+        let lay = &pb.lay;
+        let (n, h, z, b) = (lay.n, lay.h, lay.z, pb.b);
+        let [a1, a2, a3, a4] = pb.spec.acts;
+        let encode = |q: &[f64], x: &[f64]| {
+            let h1 = layer(&q[lay.w1.clone()], &q[lay.b1.clone()], h, x, a1);
+            layer(&q[lay.w2.clone()], &q[lay.b2.clone()], z, &h1, a2)
+        };
+        let mut total = 0.0;
+        for col in 0..b {
+            let x = &pb.input[col * n..(col + 1) * n];
+            let t = &pb.target[col * n..(col + 1) * n];
+            let ze0 = encode(p0, x);
+            let cb0 = &p0[lay.codebook.clone()];
+            let k0 = (0..lay.k)
+                .min_by(|&i, &j| {
+                    let d = |k: usize| {
+                        (0..z)
+                            .map(|m| (ze0[m] - cb0[k * z + m]).powi(2))
+                            .sum::<f64>()
+                    };
+                    d(i).total_cmp(&d(j))
+                })
+                .unwrap();
+            let e0 = &cb0[k0 * z..(k0 + 1) * z];
+            let e = &p[lay.codebook.clone()][k0 * z..(k0 + 1) * z];
+            let ze = encode(p, x);
+            let dec: Vec<f64> = (0..z).map(|m| ze[m] + (e0[m] - ze0[m])).collect();
+            let h2 = layer(&p[lay.w3.clone()], &p[lay.b3.clone()], h, &dec, a3);
+            let xhat = layer(&p[lay.w4.clone()], &p[lay.b4.clone()], n, &h2, a4);
+            total += xhat
+                .iter()
+                .zip(t)
+                .map(|(y, t)| (y - t).powi(2))
+                .sum::<f64>();
+            for m in 0..z {
+                total += (ze0[m] - e[m]).powi(2) + beta * (ze[m] - e0[m]).powi(2);
+            }
+        }
+        total / (n * b) as f64
+    }
+
+    #[test]
+    fn vqvae_straight_through_gradient_matches_finite_differences_of_the_surrogate() {
+        let beta = 0.25;
+        for (acts, dims, seed) in [
+            ([A::Tanh, A::Linear, A::Tanh, A::Linear], [N, H, Z, B], 7),
+            ([LEAKY, A::Tanh, A::Sigmoid, A::Tanh], [8, 7, 3, 4], 9),
+            ([A::Tanh, SOFT, A::Tanh, A::Linear], [6, 5, 2, 1], 2),
+        ] {
+            let c = Case {
+                arch: Arch::VqVae { codebook: 5 },
+                acts,
+                dims,
+                ..BASE
+            };
+            let mut pb = problem(c, seed);
+            pb.pen.commitment = beta;
+            let mut ws = Workspace::new(&pb.lay, pb.b, false);
+            let mut grad = vec![0.0; pb.lay.total];
+            let parts = objective(&pb, &pb.params, &mut ws, &mut grad);
+            // Several codes in use, so the test is not about one code only.
+            let used: std::collections::BTreeSet<usize> =
+                ws.nearest[..pb.b].iter().copied().collect();
+            assert!(used.len() > 1 || pb.b == 1, "{used:?}");
+            let p0 = pb.params.clone();
+            assert!((parts.objective - vq_surrogate(&pb, &p0, &p0, beta)).abs() < 1e-12);
+            let step = 1e-5;
+            let mut p = p0.clone();
+            let mut worst = 0.0f64;
+            for i in 0..p.len() {
+                let keep = p[i];
+                p[i] = keep + step;
+                let up = vq_surrogate(&pb, &p0, &p, beta);
+                p[i] = keep - step;
+                let down = vq_surrogate(&pb, &p0, &p, beta);
+                p[i] = keep;
+                worst = worst.max((grad[i] - (up - down) / (2.0 * step)).abs());
+            }
+            let scale = grad.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+            assert!(scale > 1e-3);
+            assert!(worst / scale < TOL, "{acts:?}: {:e}", worst / scale);
+            // The codebook moves only through its own loss, towards the codes it serves.
+            assert!(grad[pb.lay.codebook.clone()].iter().any(|g| *g != 0.0));
+        }
+    }
+
     #[test]
     fn layout_matches_the_model_format() {
-        for arch in [Arch::Dense, Arch::Tied, Arch::Vae] {
+        for arch in [
+            Arch::Dense,
+            Arch::Tied,
+            Arch::Vae,
+            Arch::VqVae { codebook: 16 },
+        ] {
             let lay = Layout::new(arch, 128, 64, 8);
             assert_eq!(lay.total, sensorae::param_count(arch, 128, 64, 8));
             assert_eq!(lay.w1, 0..64 * 128);
@@ -1267,6 +1598,7 @@ mod tests {
         let spec = Spec {
             acts: c.acts.map(Act::<f32>::new),
             loss: c.loss,
+            ssim: None,
         };
         let pen = Penalties {
             contractive: 0.1f32,
@@ -1280,6 +1612,7 @@ mod tests {
             input: &x32,
             target: &x32,
             eps: None,
+            mask: None,
             cols: B,
         };
         let narrow = loss_and_grad(&spec, &lay, &pen, &p32, &mut ws32, batch, &mut g32).objective;
