@@ -7,6 +7,9 @@
 #   OPT=s firmware/footprint.sh           # another opt-level than Cargo.toml's
 #   firmware/footprint.sh --profile       # also: where one scored window's instructions go
 #
+# Core code (`core-size.py`): functions reachable from the out-of-line `load` and `push` wrappers
+# and the read-only data they address; not the harness, semihosting, vector table or model.
+#
 # Method: `src/bin/footprint.rs` (no core::fmt) paints the stack, pushes the recorded stream and
 # times every push with SysTick on the core clock, under `qemu -icount shift=0` (the virtual
 # clock advances 1 ns per instruction). It first times a loop of exactly 200,000 instructions;
@@ -16,6 +19,7 @@ cd "$(dirname "$0")"
 fw=$PWD
 . ./ensure-tools.sh
 need_apt arm-none-eabi-size binutils-arm-none-eabi
+need_apt python3 python3
 
 profile=0
 specs=()
@@ -45,8 +49,8 @@ model_for() { # spec -> path of a model file
 
 table=$out/table.md
 {
-    echo "| model (C, W, H, Z) | params | MACs/window | flash: code | flash: weights (.snae) | flash: detector initialiser (.data) | static RAM (.data+.bss) | size_of detector | peak stack of push | RAM besides window and weights | instructions/window | instructions/MAC | instructions/push, warming up |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| model (C, W, H, Z) | params | MACs/window | flash: code | flash: core code | flash: weights (.snae) | flash: detector initialiser (.data) | static RAM (.data+.bss) | size_of detector | peak stack of load / push | RAM besides window and weights | instructions/window | instructions/MAC | instructions/push, warming up |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } > "$table"
 
 for spec in "${specs[@]}"; do
@@ -56,7 +60,9 @@ for spec in "${specs[@]}"; do
     timeout 300 "${qemu[@]}" -icount shift=0 -kernel "$elf" > "$out/run.txt" \
         || { echo "error: footprint run failed for $spec" >&2; cat "$out/run.txt" >&2; exit 1; }
     arm-none-eabi-size -A "$elf" > "$out/size.txt"
-    awk -v label="$spec" -v opt="${OPT:-Cargo.toml}" '
+    # Core code: what `load` and `push` reach, by symbol attribution (see core-size.py).
+    core=$(python3 "$fw/core-size.py" "$elf" | awk '$1 == "core_code_bytes" { print $2 }')
+    awk -v label="$spec" -v opt="${OPT:-Cargo.toml}" -v core="$core" '
         FNR == NR { v[$1] = $2; next }
         $1 ~ /^\.(vector_table|text|rodata|data|bss|uninit)$/ { s[$1] = $2 }
         END {
@@ -72,10 +78,10 @@ for spec in "${specs[@]}"; do
             win = v["ticks_scored_total_lo"] + 4294967296 * v["ticks_scored_total_hi"]
             win = win * ipt / v["pushes_scored"]
             warm = v["pushes_other"] ? v["ticks_other_total"] * ipt / v["pushes_other"] : 0
-            printf "| %d, %d, %d, %d | %d | %d | %d B | %d B | %d B | %d B | %d B | %d B | %d B | %.0f | %.2f | %.0f |\n",
+            printf "| %d, %d, %d, %d | %d | %d | %d B | %d B | %d B | %d B | %d B | %d B | %d B / %d B | %d B | %.0f | %.2f | %.0f |\n",
                 v["channels"], v["window"], v["hidden"], v["latent"], v["params"], v["macs"],
-                code, v["model_bytes"], s[".data"], ram, v["size_of_detector"],
-                v["stack_peak_push"], other, win, win / v["macs"], warm
+                code, core, v["model_bytes"], s[".data"], ram, v["size_of_detector"],
+                v["stack_peak_load"], v["stack_peak_push"], other, win, win / v["macs"], warm
             printf "%s: %d instructions per SysTick tick (clock check), %d windows scored, opt-level %s\n",
                 label, ipt, v["pushes_scored"], opt > "/dev/stderr"
             printf "%s: peak stack of load %d B, of push %d B (model %d B, loaded in place)\n",

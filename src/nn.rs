@@ -353,13 +353,12 @@ pub(crate) fn channel_errors(
         return 0.0;
     }
     let (xhat0, xhat1) = xhat.split_at(x[0].len().min(xhat.len()));
-    let parts = [(x[0], xhat0), (x[1], xhat1)];
-    // One loop per metric (MSE without a branch per entry; LLVM hoists the `match` out of the
-    // loop only at opt-level 3).
-    match metric {
-        ErrorMetric::Mse => add_errors(parts, out, |a, b| (a - b) * (a - b)),
-        ErrorMetric::Mae => add_errors(parts, out, |a, b| (a - b).abs()),
-        ErrorMetric::Bce => add_errors(parts, out, |a, b| ErrorMetric::Bce.entry(a, b)),
+    for (xs, ys) in [(x[0], xhat0), (x[1], xhat1)] {
+        for (xs, ys) in xs.chunks_exact(channels).zip(ys.chunks_exact(channels)) {
+            for ((o, &a), &b) in out.iter_mut().zip(xs).zip(ys) {
+                *o += metric.entry(a, b);
+            }
+        }
     }
     let steps = ((x[0].len() + x[1].len()) / channels).max(1) as f32;
     let mut total = 0.0;
@@ -368,17 +367,4 @@ pub(crate) fn channel_errors(
         *o /= steps;
     }
     total / (steps * channels as f32)
-}
-
-/// `out[c] += entry(x[t * C + c], xhat[t * C + c])` over both parts, in time order.
-#[inline(always)]
-fn add_errors(parts: [(&[f32], &[f32]); 2], out: &mut [f32], entry: impl Fn(f32, f32) -> f32) {
-    let channels = out.len();
-    for (xs, ys) in parts {
-        for (xs, ys) in xs.chunks_exact(channels).zip(ys.chunks_exact(channels)) {
-            for ((o, &a), &b) in out.iter_mut().zip(xs).zip(ys) {
-                *o += entry(a, b);
-            }
-        }
-    }
 }

@@ -2,6 +2,7 @@
 //! CSV data loading, evaluation metrics, plots, the demo data generator, the streaming pipeline
 //! and the command line's logic. `main.rs` only parses flags and maps errors to exit codes.
 
+pub mod batch;
 pub mod calibrate;
 pub mod commands;
 pub mod data;

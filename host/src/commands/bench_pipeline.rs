@@ -9,7 +9,7 @@
 
 use core::{hint::black_box, time::Duration};
 use std::{
-    sync::Arc,
+    sync::{Arc, Barrier, Mutex, PoisonError},
     thread,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
@@ -170,6 +170,17 @@ pub struct PipelineFigures {
     pub raw_cpu_us_per_sample: Option<f64>,
     /// `samples_per_s / raw_samples_per_s`.
     pub ratio: f64,
+    /// Samples per second once every stream has had two windows' worth of samples (detectors
+    /// created, caches and pages warm), to the end of the drain.
+    pub steady_samples_per_s: Option<f64>,
+    /// The same for the raw run.
+    pub raw_steady_samples_per_s: Option<f64>,
+    /// `steady_samples_per_s / raw_steady_samples_per_s`.
+    pub steady_ratio: Option<f64>,
+    /// CPU microseconds per sample in the pipeline's steady state.
+    pub steady_cpu_us_per_sample: Option<f64>,
+    /// CPU microseconds per sample in the raw run's steady state.
+    pub raw_steady_cpu_us_per_sample: Option<f64>,
 }
 
 /// Seeded sample rows: a sine per channel plus a little noise, read by every stream at its own
@@ -300,17 +311,47 @@ fn cpu_us_per_sample(
     (samples > 0).then(|| used.as_secs_f64() * 1e6 / samples as f64)
 }
 
+/// A point in a run after which it is in steady state: when it was reached, the process's CPU
+/// time then, and the samples with a verdict by then.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    at: Instant,
+    cpu: Option<Duration>,
+    samples: u64,
+}
+
+/// Samples per second and CPU microseconds per sample from `mark` to `end`.
+fn steady_rate(mark: Option<Mark>, end: Mark) -> (Option<f64>, Option<f64>) {
+    let Some(mark) = mark else {
+        return (None, None);
+    };
+    let samples = end.samples.saturating_sub(mark.samples);
+    let secs = end.at.saturating_duration_since(mark.at).as_secs_f64();
+    let rate = (secs > 0.0 && samples > 0).then(|| samples as f64 / secs);
+    (rate, cpu_us_per_sample(mark.cpu, end.cpu, samples))
+}
+
+/// What the raw run measured.
+struct RawRun {
+    elapsed: Duration,
+    windows: u64,
+    /// After `warm` rounds (every detector created and past its first windows).
+    steady: Option<Mark>,
+    end: Mark,
+}
+
 /// Scores the first `total` samples of the synthetic order (round by round, stream by stream)
 /// on `workers` threads, each owning the streams the pipeline's partition gives its worker, with
-/// one detector per stream cloned on first use, as a worker does. Returns the wall time and the
-/// windows scored.
+/// one detector per stream cloned on first use, as a worker does. The threads meet once, after
+/// `warm` rounds, to mark the start of the steady state.
 fn raw(
     detector: &DynDetector,
     names: &[String],
     pool: &Pool,
     total: u64,
     workers: usize,
-) -> (Duration, u64) {
+    warm: usize,
+) -> RawRun {
     let n = names.len().max(1);
     let mut owned: Vec<Vec<usize>> = vec![Vec::new(); workers];
     for (s, name) in names.iter().enumerate() {
@@ -319,17 +360,28 @@ fn raw(
         }
     }
     let rounds = usize::try_from(total.div_ceil(n as u64)).unwrap_or(usize::MAX);
+    let total_samples = total;
     let total = usize::try_from(total).unwrap_or(usize::MAX);
+    let barrier = Barrier::new(owned.len());
+    let steady: Mutex<Option<Mark>> = Mutex::new(None);
     let start = Instant::now();
     let windows = thread::scope(|scope| {
         let handles: Vec<_> = owned
             .iter()
             .map(|mine| {
+                let (barrier, steady) = (&barrier, &steady);
                 scope.spawn(move || {
                     let mut detectors: Vec<Option<Box<DynDetector>>> = Vec::new();
                     detectors.resize_with(mine.len(), || None);
                     let mut windows = 0u64;
                     for t in 0..rounds {
+                        if t == warm && barrier.wait().is_leader() {
+                            *steady.lock().unwrap_or_else(PoisonError::into_inner) = Some(Mark {
+                                at: Instant::now(),
+                                cpu: cpu_time(),
+                                samples: (warm * n) as u64,
+                            });
+                        }
                         for (&s, slot) in mine.iter().zip(detectors.iter_mut()) {
                             if t * n + s >= total {
                                 break;
@@ -349,7 +401,17 @@ fn raw(
             .map(|h| h.join().unwrap_or(0))
             .sum::<u64>()
     });
-    (start.elapsed(), windows)
+    let end = Mark {
+        at: Instant::now(),
+        cpu: cpu_time(),
+        samples: total_samples,
+    };
+    RawRun {
+        elapsed: end.at.saturating_duration_since(start),
+        windows,
+        steady: steady.into_inner().unwrap_or_else(PoisonError::into_inner),
+        end,
+    }
 }
 
 /// Runs the benchmark.
@@ -388,19 +450,42 @@ pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
         })
         .sink(sink.clone())
         .start()?;
+    // Steady state starts once every stream has had `warm` samples (its detector created and
+    // its first windows scored); the start-to-drained figures include that setup.
+    let warm = 2 * usize::from(args.window);
+    let warm_samples = (warm * args.streams) as u64;
+    let mut steady: Option<Mark> = None;
     let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
     while Instant::now() < deadline && !running.sources_finished() {
         thread::sleep((deadline - Instant::now()).min(Duration::from_millis(20)));
+        if steady.is_none() {
+            let m = running.metrics();
+            let verdicts = m.scored + m.warming + m.faulted;
+            if verdicts >= warm_samples {
+                steady = Some(Mark {
+                    at: Instant::now(),
+                    cpu: cpu_time(),
+                    samples: verdicts,
+                });
+            }
+        }
     }
     running.stop();
     let report = running.wait()?;
     let cpu_pipeline = cpu_time();
-    let peak = peak_memory();
     let m = report.metrics;
+    let end = Mark {
+        at: Instant::now(),
+        cpu: cpu_pipeline,
+        samples: m.scored + m.warming + m.faulted,
+    };
+    let (steady_samples_per_s, steady_cpu) = steady_rate(steady, end);
+    let peak = peak_memory();
     let elapsed = m.elapsed.as_secs_f64().max(1e-9);
-    let (raw_time, raw_windows) = raw(&detector, &names, &pool, m.samples_in, workers);
-    let cpu_raw = cpu_time();
-    let raw_s = raw_time.as_secs_f64().max(1e-9);
+    let r = raw(&detector, &names, &pool, m.samples_in, workers, warm);
+    let (raw_steady_samples_per_s, raw_steady_cpu) = steady_rate(r.steady, r.end);
+    let (raw_windows, cpu_raw) = (r.windows, r.end.cpu);
+    let raw_s = r.elapsed.as_secs_f64().max(1e-9);
     let samples_per_s = m.samples_in as f64 / elapsed;
     let raw_samples_per_s = m.samples_in as f64 / raw_s;
     Ok(PipelineFigures {
@@ -434,6 +519,13 @@ pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
         raw_elapsed_s: raw_s,
         raw_cpu_us_per_sample: cpu_us_per_sample(cpu_pipeline, cpu_raw, m.samples_in),
         ratio: samples_per_s / raw_samples_per_s.max(1e-9),
+        steady_samples_per_s,
+        raw_steady_samples_per_s,
+        steady_ratio: steady_samples_per_s
+            .zip(raw_steady_samples_per_s)
+            .map(|(p, r)| p / r.max(1e-9)),
+        steady_cpu_us_per_sample: steady_cpu,
+        raw_steady_cpu_us_per_sample: raw_steady_cpu,
     })
 }
 
@@ -508,5 +600,17 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
         cpu(f.raw_cpu_us_per_sample)
     );
     println!("pipeline / raw (samples/s): {:.3}", f.ratio);
+    let opt_rate = |x: Option<f64>| x.map_or_else(|| "n/a ".to_owned(), rate);
+    println!(
+        "steady state (after each stream's first {} samples): pipeline {}samples/s, raw \
+         {}samples/s, ratio {}; CPU per sample: pipeline {}, raw {}",
+        2 * u32::from(f.window),
+        opt_rate(f.steady_samples_per_s),
+        opt_rate(f.raw_steady_samples_per_s),
+        f.steady_ratio
+            .map_or_else(|| "n/a".to_owned(), |r| format!("{r:.3}")),
+        cpu(f.steady_cpu_us_per_sample),
+        cpu(f.raw_steady_cpu_us_per_sample)
+    );
     Ok(())
 }
