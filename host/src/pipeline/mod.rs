@@ -92,25 +92,27 @@
 //! `sensorae bench pipeline --streams 10000 --channels 8 --seconds 10` (the reference model,
 //! C = 8, W = 16, H = 32, Z = 8, hop = window; 2 workers, batches of 64, queues of 4096 samples,
 //! blocking back-pressure, a counting sink, a record per window), median of 5 runs on the 2-core
-//! development machine while other builds kept its load average at 7 (figures in brackets: the
-//! range):
-//! - 0.92 M samples/s (0.78-1.19), 58 k windows/s, start to drained; no sample dropped or lost;
-//! - the same samples scored by 2 threads calling `DynDetector::push` directly: 1.03 M samples/s
-//!   (0.88-1.30); pipeline / raw 0.96 (0.76-1.04), and 0.98 in steady state (after each
-//!   stream's first 32 samples);
-//! - CPU time per sample, which the other load distorts less: 0.80 us through the pipeline,
-//!   0.63 us raw (steady state 0.76 and 0.61). The pipeline costs about a quarter more CPU per
-//!   sample; its wall-clock ratio looks better because its three busy threads get a larger share
-//!   of a loaded machine than the raw run's two;
-//! - latency p50 1.6 ms, p99 67 ms: with blocking back-pressure the queues stay full, so this is
+//! development machine while other builds kept its load average near 4 (figures in brackets:
+//! the range of the 5 runs):
+//! - 1.62 M samples/s (1.41-2.60), 101 k windows/s, start to drained; no sample dropped or lost;
+//! - the same samples scored by 2 threads calling `DynDetector::push` directly: 2.23 M
+//!   samples/s (1.91-3.53); pipeline / raw 0.71 (0.63-0.90), the same in steady state (after
+//!   each stream's first 32 samples);
+//! - CPU time per sample, which the other load distorts less: 0.66 us through the pipeline,
+//!   0.49 us raw (steady state 0.64 and 0.48). In a profile taken at a quieter moment (3.2 M
+//!   against 3.6 M samples/s in steady state) the workers' scoring costs what raw scoring costs,
+//!   and the source, the sink, the worker loop and the kernel add about 12%; under load the gap
+//!   grows (a third more CPU per sample here), as the extra threads share the two cores with
+//!   everything else;
+//! - latency p50 1.0 ms, p99 38 ms: with blocking back-pressure the queues stay full, so this is
 //!   queueing time (plus descheduling on the loaded machine), timed per batch;
 //! - peak memory (VmHWM) 370 MiB: each stream's detector holds its own copy of the model's 8,904
-//!   parameters (35.6 KB), 356 MB for 10,000 streams. That also makes scoring memory-bound: a
-//!   window reads its stream's parameters from DRAM, which is why even raw scoring stays near
-//!   1 M samples/s here (1.5-2.2 M samples/s on the idle machine), short of 2 M. Sharing the
-//!   parameters between the streams of a model would need a change in the core's storage.
-//! - Before the flat batches (a `Vec` and an `Arc` clone per sample, two clock reads per sample, a
-//!   wake-up of the blocked source per batch): 0.49 M samples/s, pipeline / raw 0.31-0.33.
+//!   parameters (35.6 KB), 356 MB for 10,000 streams, so a scored window reads its parameters
+//!   from DRAM. Sharing the parameters between the streams of a model would need a change in the
+//!   core's storage;
+//! - before the flat batches (a `Vec` and an `Arc` clone per sample, two clock reads per sample,
+//!   a wake-up of the blocked source per batch, and the previous core): 0.49 M samples/s,
+//!   pipeline / raw 0.31-0.33.
 //!
 //! With `cargo bench -p sensorae-host --bench pipeline` (hop 1, 64 streams; measured before the
 //! flat batches, figures vary by about 30% with the load):
