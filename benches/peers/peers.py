@@ -221,10 +221,15 @@ def main():
     if med["ours_b1_fixed"]:
         out["score_b1_fixed_vs_torch"] = med["torch_b1"] / med["ours_b1_fixed"]
     out["score_b256_vs_onnxruntime"] = med["ort_b256"] / med["ours_b256"]
+    # Multiply-adds per second at b256 against one core's FMA peak (benches/README.md: 2 FMA
+    # pipes x 8 f32 lanes x 2.45 GHz = 39.2 G/s).
+    macs = 2 * n * doc["h"] + 2 * doc["h"] * doc["z"]
+    peak = 39.2
+    out["score_b256_gmacs"] = macs / med["ours_b256"]
+    out["score_b256_fma_peak_pct"] = 100 * macs / med["ours_b256"] / peak
     if args.json:
         print(json.dumps(out))
         return
-    macs = 2 * n * doc["h"] + 2 * doc["h"] * doc["z"]
     print(f"model N={n} H={doc['h']} Z={doc['z']} ({macs} multiply-adds per window); "
           f"torch {torch.__version__} and onnxruntime {ort.__version__} on {threads} thread(s), "
           f"ours on 1; medians of {args.rounds} alternating rounds, {args.epochs} epochs per training")
@@ -241,6 +246,10 @@ def main():
     row("score b1, DynDetector::push", med["ours_b1_dyn"], med["torch_b1"], med["ort_b1"], "ns")
     row("score b1, fixed Detector::push", med["ours_b1_fixed"], med["torch_b1"], med["ort_b1"], "ns")
     row("score b256, per window", med["ours_b256"], med["torch_b256"], med["ort_b256"], "ns")
+    print("score b256, G multiply-adds/s (% of the 39.2 G FMA peak): " + ", ".join(
+        f"{side} {macs / med[k]:.1f} ({100 * macs / med[k] / peak:.0f} %)"
+        for side, k in (("ours", "ours_b256"), ("torch", "torch_b256"), ("onnxruntime", "ort_b256"))
+    ))
     row("train b32", med["ours_train32"], med["torch_train32"], None, "windows/s", True)
     row("train b256", med["ours_train256"], med["torch_train256"], None, "windows/s", True)
     print(f"final validation loss after {args.epochs} epochs at b32: ours {out['val_loss_ours']:.5f}, "

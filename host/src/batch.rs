@@ -648,6 +648,8 @@ mod fast {
             let (k, m) = (self.k, self.m_pad);
             let out = &mut out[..m * cols];
             let x = &x[..k * cols];
+            // tanh is applied in the registers, before the store; the others in a pass after.
+            let fuse = self.act == Activation::Tanh;
             for row0 in (0..m).step_by(MR) {
                 let rows = MR.min(m - row0);
                 let tile = &self.tiles[row0 * k..(row0 + rows) * k];
@@ -655,20 +657,57 @@ mod fast {
                 let mut c0 = 0;
                 if rows == MR {
                     while c0 + NC <= cols {
-                        kernel::<S, 2, NC>(simd, tile, bias, x, k, c0, out, m, row0);
+                        kernel::<S, 2, NC>(simd, tile, bias, x, k, c0, out, m, row0, fuse);
                         c0 += NC;
                     }
-                    tail::<S, 2>(simd, tile, bias, x, k, c0, cols, out, m, row0);
+                    tail::<S, 2>(simd, tile, bias, x, k, c0, cols, out, m, row0, fuse);
                 } else {
                     while c0 + NC <= cols {
-                        kernel::<S, 1, NC>(simd, tile, bias, x, k, c0, out, m, row0);
+                        kernel::<S, 1, NC>(simd, tile, bias, x, k, c0, out, m, row0, fuse);
                         c0 += NC;
                     }
-                    tail::<S, 1>(simd, tile, bias, x, k, c0, cols, out, m, row0);
+                    tail::<S, 1>(simd, tile, bias, x, k, c0, cols, out, m, row0, fuse);
                 }
             }
-            super::activate(out, self.act);
+            if !fuse {
+                super::activate(out, self.act);
+            }
         }
+    }
+
+    /// The core's rational `tanh` (13/6, Eigen's; `sensorae`'s `nn.rs` has the derivation)
+    /// on 8 lanes, the Horner steps as FMAs: within a few ulp of the core's, which rounds each
+    /// product and sum. NaN stays NaN.
+    #[inline(always)]
+    fn tanh<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+        const CLAMP: f32 = 7.905_311;
+        const A: [f32; 7] = [
+            4.893_524_6e-3,
+            6.372_619_3e-4,
+            1.485_722_4e-5,
+            5.122_297e-8,
+            -8.604_672e-11,
+            2.000_188e-13,
+            -2.760_768_5e-16,
+        ];
+        const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
+        let c = simd.min_f32s(
+            simd.max_f32s(x, simd.splat_f32s(-CLAMP)),
+            simd.splat_f32s(CLAMP),
+        );
+        let x2 = simd.mul_f32s(c, c);
+        let p = A.iter().rev().fold(simd.splat_f32s(0.0), |acc, &a| {
+            simd.mul_add_f32s(acc, x2, simd.splat_f32s(a))
+        });
+        let p = simd.mul_f32s(p, c);
+        let q = B.iter().rev().fold(simd.splat_f32s(0.0), |acc, &b| {
+            simd.mul_add_f32s(acc, x2, simd.splat_f32s(b))
+        });
+        let r = simd.div_f32s(p, q);
+        // Near zero tanh(x) rounds to x, as in the core; NaN (x != x) passes through.
+        let small = simd.less_than_f32s(simd.abs_f32s(x), simd.splat_f32s(4e-4));
+        let keep = simd.or_m32s(small, simd.not_m32s(simd.equal_f32s(x, x)));
+        simd.select_f32s(keep, x, r)
     }
 
     /// The last `cols - c0 < NC` windows.
@@ -685,13 +724,14 @@ mod fast {
         out: &mut [f32],
         m: usize,
         row0: usize,
+        fuse: bool,
     ) {
         match cols - c0 {
-            1 => kernel::<S, V, 1>(simd, tile, bias, x, k, c0, out, m, row0),
-            2 => kernel::<S, V, 2>(simd, tile, bias, x, k, c0, out, m, row0),
-            3 => kernel::<S, V, 3>(simd, tile, bias, x, k, c0, out, m, row0),
-            4 => kernel::<S, V, 4>(simd, tile, bias, x, k, c0, out, m, row0),
-            5 => kernel::<S, V, 5>(simd, tile, bias, x, k, c0, out, m, row0),
+            1 => kernel::<S, V, 1>(simd, tile, bias, x, k, c0, out, m, row0, fuse),
+            2 => kernel::<S, V, 2>(simd, tile, bias, x, k, c0, out, m, row0, fuse),
+            3 => kernel::<S, V, 3>(simd, tile, bias, x, k, c0, out, m, row0, fuse),
+            4 => kernel::<S, V, 4>(simd, tile, bias, x, k, c0, out, m, row0, fuse),
+            5 => kernel::<S, V, 5>(simd, tile, bias, x, k, c0, out, m, row0, fuse),
             _ => {}
         }
     }
@@ -710,6 +750,7 @@ mod fast {
         out: &mut [f32],
         m: usize,
         row0: usize,
+        fuse: bool,
     ) {
         let (w, _) = S::as_simd_f32s(&tile[..k * 8 * V]);
         let (b, _) = S::as_simd_f32s(&bias[..8 * V]);
@@ -722,6 +763,11 @@ mod fast {
                 for (av, &wv) in a.iter_mut().zip(wk) {
                     *av = simd.mul_add_f32s(wv, xb, *av);
                 }
+            }
+        }
+        if fuse {
+            for v in acc.iter_mut().flatten() {
+                *v = tanh(simd, *v);
             }
         }
         for (j, a) in acc.iter().enumerate() {

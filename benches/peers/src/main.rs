@@ -7,7 +7,9 @@
 //!   train/validation split, and one window's score as a parity check.
 //! - `serve MODEL.snae DATA.csv`: answers timing requests on stdin, one per line, each with one
 //!   JSON line, so the driver can alternate ours and theirs in one run:
-//!   `score_b1_dyn K`, `score_b1_fixed K`, `score_b256 K`, `train BATCH EPOCHS`.
+//!   `score_b1_dyn K`, `score_b1_fixed K`, `score_b256 K`, `train BATCH EPOCHS`. `score_b256`
+//!   scores 256 windows per call with `sensorae_host::batch::BatchScorer` (one GEMM per layer),
+//!   as torch and ONNX Runtime score a `[256, N]` tensor.
 //!
 //! Everything here runs on one thread.
 
@@ -24,6 +26,7 @@ use sensorae::{
     Scoring, Status, Threshold, ThresholdMethod, Variant, param_count,
 };
 use sensorae_host::{
+    batch::BatchScorer,
     data::{CsvOptions, read_csv},
     train::{TrainConfig, train},
 };
@@ -196,12 +199,41 @@ fn time_pushes(
     ns
 }
 
+/// Nanoseconds per window over `calls` calls on the same `batch` windows (the first of
+/// `windows`, whole windows of the scorer's length), as `peers.py` times torch and ONNX Runtime
+/// on one fixed `[256, N]` tensor: the block stays in cache on both sides.
+fn time_batches(
+    scorer: &mut BatchScorer,
+    windows: &[f32],
+    batch: usize,
+    calls: usize,
+) -> Result<f64> {
+    let block = windows
+        .get(..batch * scorer.window_len())
+        .ok_or_else(|| format!("fewer than {batch} windows in the data"))?;
+    let mut scores = vec![0.0f32; batch];
+    let mut sink = 0.0f32;
+    scorer.score_into(block, &mut scores)?;
+    let start = Instant::now();
+    for _ in 0..calls {
+        scorer.score_into(black_box(block), &mut scores)?;
+        sink += scores[0];
+    }
+    let ns = start.elapsed().as_nanos() as f64 / (calls * batch) as f64;
+    black_box(sink);
+    Ok(ns)
+}
+
 fn serve(model: &Path, data: &Path) -> Result<()> {
     let bytes = std::fs::read(model)?;
     let (values, names) = rows(data)?;
     let c = names.len();
     let mut dynamic = DynDetector::from_bytes(&bytes)?;
     let mut fixed = Skab::from_bytes(&bytes).ok();
+    let mut batch = BatchScorer::from_bytes(&bytes)?;
+    // The file's windows, normalised and flattened as the detector does; `score_b256` scores
+    // the first 256 of them on every call.
+    let batch_windows = batch.windows(&values);
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     for line in stdin.lock().lines() {
@@ -224,13 +256,7 @@ fn serve(model: &Path, data: &Path) -> Result<()> {
                 None => json!({ "ns_per_window": null }),
             },
             "score_b256" => {
-                // Streaming has no batch: 256 windows are 256 pushes.
-                let ns = time_pushes(
-                    &mut |s| score_of(&dynamic.push(s).status),
-                    &values,
-                    c,
-                    256 * a,
-                );
+                let ns = time_batches(&mut batch, &batch_windows, 256, a)?;
                 json!({ "ns_per_window": ns })
             }
             "train" => {
