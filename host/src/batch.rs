@@ -27,7 +27,8 @@
 //! # Scores
 //! The raw window score of the detector (before EWMA smoothing, alarms and drift tracking): the
 //! model's error metric (MSE, MAE, BCE), its aggregate (mean over all entries or largest channel
-//! mean), plus `kl_weight * KL` for a VAE, saturated to `f32::MAX` when not finite. Tied models
+//! mean), plus `kl_weight * KL` for a VAE or `kl_weight` times the squared distance to the
+//! nearest code for a VQ-VAE (whose decoder reads that code), saturated to `f32::MAX` when not finite. Tied models
 //! use the encoder's transposes, stored transposed once at construction. The sums run in another
 //! order than the detector's (blocked GEMM with fused multiply-adds, 8-lane error sums), so
 //! scores agree within a few `f32` rounding errors per sum, not bit for bit: the tests here
@@ -122,6 +123,9 @@ fn bias_activate(out: &mut [f32], b: &[f32], act: Activation) {
         Activation::LeakyRelu { slope } => {
             each(out, b, |v| Activation::LeakyRelu { slope }.apply(v))
         }
+        Activation::SoftThreshold { lambda } => {
+            each(out, b, |v| Activation::SoftThreshold { lambda }.apply(v))
+        }
     }
 }
 
@@ -149,9 +153,47 @@ pub struct BatchScorer {
     h2: Vec<f32>,
     xhat: Vec<f32>,
     channel_sums: Vec<f32>,
+    /// The VQ-VAE's codebook and each window's squared distance to its nearest code.
+    vq: Vq,
     /// The AVX2+FMA path when the CPU has it.
     #[cfg(target_arch = "x86_64")]
     fast: Option<fast::Fast>,
+}
+
+/// A VQ-VAE's codebook (K x Z, empty for other architectures) and the squared distance of each
+/// window of a block from its nearest code.
+#[derive(Debug, Clone, Default)]
+struct Vq {
+    codebook: Vec<f32>,
+    distances: Vec<f32>,
+}
+
+impl Vq {
+    /// Replaces each of the first `b` codes (columns of `stride` values, the first `z` of them
+    /// the code) by its nearest codebook entry, as the detector does, keeping the distances.
+    fn quantise(&mut self, codes: &mut [f32], stride: usize, z: usize, b: usize) {
+        if self.codebook.is_empty() {
+            return;
+        }
+        for (col, d) in codes
+            .chunks_exact_mut(stride.max(1))
+            .zip(self.distances.iter_mut())
+            .take(b)
+        {
+            let Some(code) = col.get_mut(..z) else {
+                continue;
+            };
+            *d = match sensorae::nearest_code(&self.codebook, code) {
+                Some((k, distance)) => {
+                    if let Some(e) = self.codebook.get(k * z..(k + 1) * z) {
+                        code.copy_from_slice(e);
+                    }
+                    distance
+                }
+                None => f32::NAN,
+            };
+        }
+    }
 }
 
 /// Splits the next `rows x cols` column-major matrix and its `rows` biases off the front.
@@ -213,13 +255,16 @@ impl BatchScorer {
         let arch = hd.arch();
         // A checked view holds exactly `param_count` weights, so every `take` succeeds; the
         // zero layers below are never reached.
-        let layers = Self::layers(arch, &params, n, h, z).unwrap_or_else(|| {
+        let (layers, codebook) = Self::layers(arch, &params, n, h, z).unwrap_or_else(|| {
             let zero = |rows, cols| Layer {
                 w: DMatrix::zeros(rows, cols),
                 b: vec![0.0; rows],
             };
             let zs = if arch == Arch::Vae { 2 * z } else { z };
-            [zero(h, n), zero(zs, h), zero(h, z), zero(n, h)]
+            (
+                [zero(h, n), zero(zs, h), zero(h, z), zero(n, h)],
+                Vec::new(),
+            )
         });
         let [encoder, code, decoder, output] = layers;
         let zs = code.w.nrows();
@@ -254,11 +299,26 @@ impl BatchScorer {
             h2: vec![0.0; h * BLOCK],
             xhat: vec![0.0; n * BLOCK],
             channel_sums: vec![0.0; channels],
+            vq: Vq {
+                distances: if codebook.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![0.0; BLOCK]
+                },
+                codebook,
+            },
         }
     }
 
-    /// Encoder, code (VAE: mean and log-variance stacked), decoder and output layers.
-    fn layers(arch: Arch, params: &[f32], n: usize, h: usize, z: usize) -> Option<[Layer; 4]> {
+    /// Encoder, code (VAE: mean and log-variance stacked), decoder and output layers, and the
+    /// VQ-VAE's codebook (empty for the others).
+    fn layers(
+        arch: Arch,
+        params: &[f32],
+        n: usize,
+        h: usize,
+        z: usize,
+    ) -> Option<([Layer; 4], Vec<f32>)> {
         let p = &mut &params[..];
         let encoder = take_layer(p, h, n)?;
         let mut code = take_layer(p, z, h)?;
@@ -270,8 +330,14 @@ impl BatchScorer {
             code.w = w;
             code.b.extend_from_slice(&logvar.b);
         }
+        let codebook = match arch {
+            Arch::VqVae { codebook } => take(p, codebook * z)?.to_vec(),
+            _ => Vec::new(),
+        };
         let (decoder, output) = match arch {
-            Arch::Dense | Arch::Vae => (take_layer(p, h, z)?, take_layer(p, n, h)?),
+            Arch::Dense | Arch::Vae | Arch::VqVae { .. } => {
+                (take_layer(p, h, z)?, take_layer(p, n, h)?)
+            }
             Arch::Tied => {
                 let b3 = take(p, h)?.to_vec();
                 let b4 = take(p, n)?.to_vec();
@@ -287,7 +353,8 @@ impl BatchScorer {
                 )
             }
         };
-        p.is_empty().then_some([encoder, code, decoder, output])
+        p.is_empty()
+            .then_some(([encoder, code, decoder, output], codebook))
     }
 
     /// The same scorer on the portable path (nalgebra's GEMM), for tests of both paths.
@@ -422,7 +489,7 @@ impl BatchScorer {
                 z: self.z,
                 length: self.length,
             };
-            fast.score_block(&finish, x, scores, &mut self.channel_sums);
+            fast.score_block(&finish, x, scores, &mut self.channel_sums, &mut self.vq);
             return;
         }
         let b = scores.len();
@@ -434,6 +501,7 @@ impl BatchScorer {
         self.encoder.forward(x, &mut self.h1, a1);
         let h1 = DMatrixView::from_slice_with_strides(&self.h1[..h * b], h, b, 1, h);
         self.code.forward(h1, &mut self.codes, a2);
+        self.vq.quantise(&mut self.codes, zs, z, b);
         // The decoder reads the code (VAE: the mean, the first Z of each 2Z-long column).
         let code = DMatrixView::from_slice_with_strides(&self.codes[..zs * b], z, b, 1, zs);
         self.decoder.forward(code, &mut self.h2, a3);
@@ -452,6 +520,7 @@ impl BatchScorer {
             (&self.codes, zs),
             scores,
             &mut self.channel_sums,
+            &self.vq.distances,
         );
     }
 }
@@ -477,12 +546,14 @@ impl Finish {
         (codes, code_stride): (&[f32], usize),
         scores: &mut [f32],
         channel_sums: &mut [f32],
+        distances: &[f32],
     ) {
         let (n, z, metric) = (self.n, self.z, self.scoring.metric);
         let xs = x.chunks_exact(n.max(1));
         let xhats = xhat.chunks_exact(xhat_stride.max(1));
         let codes = codes.chunks_exact(code_stride.max(1));
-        for (((s, xw), xh), code) in scores.iter_mut().zip(xs).zip(xhats).zip(codes) {
+        let windows = scores.iter_mut().zip(xs).zip(xhats).zip(codes);
+        for (j, (((s, xw), xh), code)) in windows.enumerate() {
             let xh = xh.get(..n).unwrap_or(xh);
             let mut score = match self.scoring.aggregate {
                 Aggregate::Mean => window_mean(metric, xw, xh),
@@ -492,6 +563,9 @@ impl Finish {
                 let (mu, logvar) = code.split_at(z.min(code.len()));
                 let logvar = logvar.get(..z).unwrap_or(logvar);
                 score += self.scoring.kl_weight * sensorae::kl_divergence(mu, logvar);
+            }
+            if matches!(self.arch, Arch::VqVae { .. }) && self.scoring.kl_weight > 0.0 {
+                score += self.scoring.kl_weight * distances.get(j).copied().unwrap_or(f32::NAN);
             }
             // The detector's saturation: finite and non-negative.
             *s = if score.is_nan() || score > f32::MAX {
@@ -570,6 +644,9 @@ fn activate(out: &mut [f32], act: Activation) {
         Activation::LeakyRelu { slope } => out
             .iter_mut()
             .for_each(|y| *y = Activation::LeakyRelu { slope }.apply(*y)),
+        Activation::SoftThreshold { lambda } => out
+            .iter_mut()
+            .for_each(|y| *y = Activation::SoftThreshold { lambda }.apply(*y)),
     }
 }
 
@@ -587,7 +664,7 @@ mod fast {
     use pulp::{Simd, WithSimd, x86::V3};
     use sensorae::Activation;
 
-    use super::{BLOCK, Finish};
+    use super::{BLOCK, Finish, Vq};
 
     /// Windows per micro-kernel tile.
     const NC: usize = 6;
@@ -824,6 +901,7 @@ mod fast {
             x: &[f32],
             scores: &mut [f32],
             channel_sums: &mut [f32],
+            vq: &mut Vq,
         ) {
             let simd = self.simd;
             // `Simd::vectorize`, not V3's inherent one, which takes a closure.
@@ -835,6 +913,7 @@ mod fast {
                     x,
                     scores,
                     channel_sums,
+                    vq,
                 },
             );
         }
@@ -849,6 +928,7 @@ mod fast {
         x: &'a [f32],
         scores: &'a mut [f32],
         channel_sums: &'a mut [f32],
+        vq: &'a mut Vq,
     }
 
     impl WithSimd for Run<'_> {
@@ -871,6 +951,7 @@ mod fast {
             let (x, b) = (self.x, self.scores.len());
             p1.forward(simd, x, b, h1);
             p2.forward(simd, h1, b, codes);
+            self.vq.quantise(codes, p2.m_pad, self.finish.z, b);
             p3.forward(simd, codes, b, h2);
             p4.forward(simd, h2, b, xhat);
             self.finish.scores(
@@ -879,6 +960,7 @@ mod fast {
                 (codes, p2.m_pad),
                 self.scores,
                 self.channel_sums,
+                &self.vq.distances,
             );
         }
     }
@@ -902,19 +984,21 @@ mod tests {
     /// the random models here give reconstruction errors of order 1, far from cancellation.
     const REL_TOL: f32 = 1e-5;
 
-    const ARCHS: [(Variant, bool); 3] = [
+    const ARCHS: [(Variant, bool); 4] = [
         (Variant::Plain, false),
         (Variant::Plain, true),
         (Variant::Vae, false),
+        (Variant::VqVae { codebook: 5 }, false),
     ];
     const METRICS: [ErrorMetric; 3] = [ErrorMetric::Mse, ErrorMetric::Mae, ErrorMetric::Bce];
     const AGGREGATES: [Aggregate; 2] = [Aggregate::Mean, Aggregate::MaxChannel];
-    const ACTIVATIONS: [Activation; 5] = [
+    const ACTIVATIONS: [Activation; 6] = [
         Activation::Tanh,
         Activation::Relu,
         Activation::LeakyRelu { slope: 0.05 },
         Activation::Sigmoid,
         Activation::Linear,
+        Activation::SoftThreshold { lambda: 0.1 },
     ];
 
     /// A model of the given shape and rule with seeded random weights and channels.
@@ -1009,7 +1093,11 @@ mod tests {
         for arch in ARCHS {
             for metric in METRICS {
                 for aggregate in AGGREGATES {
-                    let kl = if arch.0 == Variant::Vae { 0.3 } else { 0.0 };
+                    let kl = match arch.0 {
+                        Variant::Vae => 0.3,
+                        Variant::VqVae { .. } => 0.5,
+                        _ => 0.0,
+                    };
                     let bytes = model(
                         &mut rng,
                         arch,
@@ -1041,9 +1129,9 @@ mod tests {
             for (i, &act) in ACTIVATIONS.iter().enumerate() {
                 let acts = [
                     act,
-                    ACTIVATIONS[(i + 1) % 5],
-                    ACTIVATIONS[(i + 2) % 5],
-                    ACTIVATIONS[(i + 3) % 5],
+                    ACTIVATIONS[(i + 1) % ACTIVATIONS.len()],
+                    ACTIVATIONS[(i + 2) % ACTIVATIONS.len()],
+                    ACTIVATIONS[(i + 3) % ACTIVATIONS.len()],
                 ];
                 let bytes = model(
                     &mut rng,
