@@ -203,7 +203,11 @@ fn channel_masked_model_scores_through_a_dropout_without_the_channel() {
         // Scored around, and still reported with its channel and kind.
         let hidden = v.fault().map(|f| (f.channel, f.kind, f.reset));
         if out {
-            assert_eq!(hidden, Some((Some(1), FaultKind::NotANumber, false)), "t={t}");
+            assert_eq!(
+                hidden,
+                Some((Some(1), FaultKind::NotANumber, false)),
+                "t={t}"
+            );
         } else {
             assert_eq!(hidden, None, "t={t}");
         }
