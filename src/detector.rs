@@ -239,10 +239,10 @@ impl<S: Storage> Engine<S> {
         let view = ModelView::from_bytes(bytes)?;
         let h = view.header();
         self.storage.prepare(h)?;
-        let b = self.storage.buffers();
-        for (slot, w) in b.params.iter_mut().zip(view.weights()) {
+        for (slot, w) in self.storage.params_mut().iter_mut().zip(view.weights()) {
             *slot = w;
         }
+        let b = self.storage.buffers();
         for (slot, ch) in b.channels.iter_mut().zip(view.channels()) {
             *slot = ChannelState {
                 offset: ch.offset,

@@ -60,8 +60,8 @@ impl ChannelState {
 
 /// The buffers of a detector, borrowed all at once.
 pub struct Buffers<'a> {
-    /// Parameters in file order.
-    pub params: &'a mut [f32],
+    /// Parameters in file order (read-only while scoring; [`Storage::params_mut`] writes them).
+    pub params: &'a [f32],
     /// Ring of the last W normalised samples, C values each (time-major).
     pub ring: &'a mut [f32],
     /// The reconstruction, then the entry errors (N).
@@ -98,8 +98,11 @@ pub trait Storage {
     /// The sizes as nalgebra dimensions.
     fn dims(&self) -> (Self::N, Self::H, Self::Z);
 
-    /// All buffers, mutably.
+    /// All buffers, mutably (the parameters read-only).
     fn buffers(&mut self) -> Buffers<'_>;
+
+    /// The parameters, to write a model's weights into after [`prepare`](Storage::prepare).
+    fn params_mut(&mut self) -> &mut [f32];
 
     /// Per-channel mean errors of the last scored window.
     fn errors(&self) -> &[f32];
@@ -201,7 +204,7 @@ impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: us
 
     fn buffers(&mut self) -> Buffers<'_> {
         Buffers {
-            params: &mut self.params,
+            params: &self.params,
             ring: &mut self.ring,
             xhat: &mut self.xhat,
             h1: &mut self.h1,
@@ -211,6 +214,10 @@ impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: us
             channels: &mut self.channels,
             errors: &mut self.errors,
         }
+    }
+
+    fn params_mut(&mut self) -> &mut [f32] {
+        &mut self.params
     }
 
     fn errors(&self) -> &[f32] {
@@ -233,7 +240,9 @@ pub struct Heap {
     n: usize,
     h: usize,
     z: usize,
-    params: alloc::vec::Vec<f32>,
+    /// Shared by clones: a detector cloned per stream (the streaming pipeline) keeps one copy
+    /// of the weights, not one per stream; loading another model gives this one its own.
+    params: alloc::sync::Arc<alloc::vec::Vec<f32>>,
     ring: alloc::vec::Vec<f32>,
     xhat: alloc::vec::Vec<f32>,
     h1: alloc::vec::Vec<f32>,
@@ -259,7 +268,8 @@ impl Storage for Heap {
             v.clear();
             v.resize(len, 0.0);
         };
-        resize(&mut self.params, header.param_count());
+        // A fresh allocation, so clones sharing the old weights keep them.
+        self.params = alloc::sync::Arc::new(alloc::vec![0.0; header.param_count()]);
         resize(&mut self.ring, self.n);
         resize(&mut self.xhat, self.n);
         resize(&mut self.h1, self.h);
@@ -282,7 +292,7 @@ impl Storage for Heap {
 
     fn buffers(&mut self) -> Buffers<'_> {
         Buffers {
-            params: &mut self.params,
+            params: &self.params,
             ring: &mut self.ring,
             xhat: &mut self.xhat,
             h1: &mut self.h1,
@@ -292,6 +302,11 @@ impl Storage for Heap {
             channels: &mut self.channels,
             errors: &mut self.errors,
         }
+    }
+
+    fn params_mut(&mut self) -> &mut [f32] {
+        // Unique right after `prepare`, so this never copies while loading.
+        alloc::sync::Arc::make_mut(&mut self.params).as_mut_slice()
     }
 
     fn errors(&self) -> &[f32] {

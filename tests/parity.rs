@@ -55,3 +55,28 @@ fn vae_fixed_and_dynamic_are_bit_identical() {
     spec.header.scoring.ewma = 0.5;
     compare::<2, 8, 16, 5, 3, { param_count(Arch::Vae, 16, 5, 3) }>(&spec);
 }
+
+/// Clones of a heap detector share its weights (one copy for many streams); reloading one
+/// clone with another model must leave the others scoring exactly as before.
+#[test]
+fn clones_share_weights_without_aliasing() {
+    let a = Spec::new(3, 5, 4, 2).bytes();
+    let mut other = Spec::new(3, 5, 4, 2);
+    other.params.iter_mut().for_each(|p| *p *= -0.5);
+    let b = other.bytes();
+    let scores = |d: &mut DynDetector| -> Vec<u32> {
+        (0..30)
+            .filter_map(|t| d.push(&signal(t, 3)).score().map(|s| s.raw.to_bits()))
+            .collect()
+    };
+    let prototype = DynDetector::from_bytes(&a).unwrap();
+    let expected = scores(&mut prototype.clone());
+    let mut first = prototype.clone();
+    let mut second = prototype.clone();
+    second.load(&b).unwrap();
+    let reloaded = scores(&mut second);
+    assert_ne!(reloaded, expected, "the other model scores differently");
+    assert_eq!(scores(&mut first), expected);
+    assert_eq!(scores(&mut prototype.clone()), expected);
+    assert_eq!(reloaded, scores(&mut DynDetector::from_bytes(&b).unwrap()));
+}
