@@ -1452,6 +1452,18 @@ mod tests {
 
     /// The trainer's own deterministic forward pass and loss, per window, in f32.
     fn trainer_scores(model: &TrainedModel, data: &[f32]) -> Vec<f32> {
+        per_window(model, data, |spec, lay, ws, x| {
+            net::eval_loss(spec, lay, &model.params, ws, x, 1)
+        })
+    }
+
+    /// `f` over every hop-1 window of `data`, normalised as the model does, with the trainer's
+    /// layout and a one-column workspace.
+    fn per_window<R>(
+        model: &TrainedModel,
+        data: &[f32],
+        mut f: impl FnMut(&Spec<f32>, &Layout, &mut Workspace<f32>, &[f32]) -> R,
+    ) -> Vec<R> {
         let c = model.channels.len();
         let w = usize::from(model.window.length);
         let (n, h, z) = (
@@ -1477,16 +1489,7 @@ mod tests {
             })
             .collect();
         (0..=data.len() / c - w)
-            .map(|s| {
-                net::eval_loss(
-                    &spec,
-                    &lay,
-                    &model.params,
-                    &mut ws,
-                    &norm[s * c..(s + w) * c],
-                    1,
-                )
-            })
+            .map(|s| f(&spec, &lay, &mut ws, &norm[s * c..(s + w) * c]))
             .collect()
     }
 
@@ -1631,38 +1634,15 @@ mod tests {
             .chunks_exact(names.len())
             .filter_map(|row| det.push(row).score().map(|s| s.raw))
             .collect();
-        let recon = trainer_scores(&model, probe);
-        let (c, w) = (names.len(), 16);
-        let lay = Layout::new(model.arch(), c * w, 32, 8);
-        let l = model.layers;
-        let spec = Spec {
-            acts: [l.encoder_hidden, l.code, l.decoder_hidden, l.output].map(Act::<f32>::new),
-            loss: model.loss,
-            ssim: None,
-        };
-        let mut ws = Workspace::new(&lay, 1, false);
-        let norm: Vec<f32> = probe
-            .chunks_exact(c)
-            .flat_map(|row| {
-                row.iter()
-                    .zip(&model.channels)
-                    .map(|(&v, ch)| (v - ch.offset) * (1.0 / ch.scale))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        // The trainer's reconstruction loss and code distance per window (its forward pass
+        // leaves the distances in the workspace).
+        let recon = per_window(&model, probe, |spec, lay, ws, x| {
+            let loss = net::eval_loss(spec, lay, &model.params, ws, x, 1);
+            (loss, ws.code_distances(1, 8)[0])
+        });
         assert_eq!(device.len(), recon.len());
         let mut distances = Vec::new();
-        for (s, (d, r)) in device.iter().zip(&recon).enumerate() {
-            net::forward(
-                &spec,
-                &lay,
-                &model.params,
-                &mut ws,
-                &norm[s * c..(s + w) * c],
-                None,
-                1,
-            );
-            let dist = ws.code_distances(1, 8)[0];
+        for (d, &(r, dist)) in device.iter().zip(&recon) {
             distances.push(dist);
             let host = r + weight * dist;
             assert!(
