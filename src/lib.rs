@@ -87,7 +87,7 @@ pub use model::{
     Layers, MAX_CHANNELS, MAX_CODEBOOK, MAX_WIDTH, MAX_WINDOW, MaskAxis, Scaling, Scoring, TOP_K,
     Threshold, ThresholdMethod, TrainingSummary, Variant, WindowSpec, arch_of, param_count,
 };
-pub use nn::{BCE_EPS, LOGVAR_CLAMP, kl_divergence};
+pub use nn::{BCE_EPS, LOGVAR_CLAMP, TANH_CLAMP, TANH_LINEAR_BELOW, TANH_P, TANH_Q, kl_divergence};
 #[cfg(feature = "alloc")]
 pub use storage::Heap;
 pub use storage::{Buffers, ChannelState, Fixed, Storage};

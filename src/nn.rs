@@ -61,6 +61,25 @@ impl Activation {
     }
 }
 
+/// Where [`tanh`](Activation::Tanh)'s rational approximation is clamped: beyond it `tanh`
+/// rounds to +-1 in `f32`.
+pub const TANH_CLAMP: f32 = 7.905_311;
+/// Numerator coefficients of the 13/6 rational `tanh` (Eigen's), lowest power of `x^2` first;
+/// the numerator is `x * P(x^2)`.
+pub const TANH_P: [f32; 7] = [
+    4.893_524_6e-3,
+    6.372_619_3e-4,
+    1.485_722_4e-5,
+    5.122_297e-8,
+    -8.604_672e-11,
+    2.000_188e-13,
+    -2.760_768_5e-16,
+];
+/// Denominator coefficients `Q(x^2)`, lowest power first.
+pub const TANH_Q: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
+/// Below this magnitude `tanh(x)` rounds to `x`, which is returned instead of the ratio.
+pub const TANH_LINEAR_BELOW: f32 = 4e-4;
+
 /// `tanh` within 4e-7 relative (7 ulp) of the exact value for every `f32`, NaN to NaN: the
 /// 13/6 rational approximation Eigen uses, clamped where `tanh` rounds to +-1. Branch-free, so
 /// a layer's activations vectorise; libm's `tanhf` (through `expm1f`) was a third of the time
@@ -68,28 +87,21 @@ impl Activation {
 #[must_use]
 #[inline(always)]
 fn tanh(x: f32) -> f32 {
-    const CLAMP: f32 = 7.905_311;
-    const A: [f32; 7] = [
-        4.893_524_6e-3,
-        6.372_619_3e-4,
-        1.485_722_4e-5,
-        5.122_297e-8,
-        -8.604_672e-11,
-        2.000_188e-13,
-        -2.760_768_5e-16,
-    ];
-    const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
-    let c = x.clamp(-CLAMP, CLAMP);
+    let c = x.clamp(-TANH_CLAMP, TANH_CLAMP);
     let x2 = c * c;
     // Horner's rule written out (a loop over the coefficients is not unrolled at opt-level
     // "s" and costs three times the instructions).
-    let [a0, a1, a2, a3, a4, a5, a6] = A;
-    let [b0, b1, b2, b3] = B;
+    let [a0, a1, a2, a3, a4, a5, a6] = TANH_P;
+    let [b0, b1, b2, b3] = TANH_Q;
     let p = (((((a6 * x2 + a5) * x2 + a4) * x2 + a3) * x2 + a2) * x2 + a1) * x2 + a0;
     let p = p * c;
     let q = ((b3 * x2 + b2) * x2 + b1) * x2 + b0;
     // Near zero tanh(x) rounds to x; the ratio would be a few ulp off.
-    if x.abs() < 4e-4 { x } else { p / q }
+    if x.abs() < TANH_LINEAR_BELOW {
+        x
+    } else {
+        p / q
+    }
 }
 
 /// Splits the next `len` parameters off the front.

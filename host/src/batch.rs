@@ -757,32 +757,22 @@ mod fast {
     /// product and sum. NaN stays NaN.
     #[inline(always)]
     fn tanh<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
-        const CLAMP: f32 = 7.905_311;
-        const A: [f32; 7] = [
-            4.893_524_6e-3,
-            6.372_619_3e-4,
-            1.485_722_4e-5,
-            5.122_297e-8,
-            -8.604_672e-11,
-            2.000_188e-13,
-            -2.760_768_5e-16,
-        ];
-        const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.198_258_4e-6];
+        use sensorae::{TANH_CLAMP, TANH_LINEAR_BELOW, TANH_P, TANH_Q};
         let c = simd.min_f32s(
-            simd.max_f32s(x, simd.splat_f32s(-CLAMP)),
-            simd.splat_f32s(CLAMP),
+            simd.max_f32s(x, simd.splat_f32s(-TANH_CLAMP)),
+            simd.splat_f32s(TANH_CLAMP),
         );
         let x2 = simd.mul_f32s(c, c);
-        let p = A.iter().rev().fold(simd.splat_f32s(0.0), |acc, &a| {
+        let p = TANH_P.iter().rev().fold(simd.splat_f32s(0.0), |acc, &a| {
             simd.mul_add_f32s(acc, x2, simd.splat_f32s(a))
         });
         let p = simd.mul_f32s(p, c);
-        let q = B.iter().rev().fold(simd.splat_f32s(0.0), |acc, &b| {
+        let q = TANH_Q.iter().rev().fold(simd.splat_f32s(0.0), |acc, &b| {
             simd.mul_add_f32s(acc, x2, simd.splat_f32s(b))
         });
         let r = simd.div_f32s(p, q);
         // Near zero tanh(x) rounds to x, as in the core; NaN (x != x) passes through.
-        let small = simd.less_than_f32s(simd.abs_f32s(x), simd.splat_f32s(4e-4));
+        let small = simd.less_than_f32s(simd.abs_f32s(x), simd.splat_f32s(TANH_LINEAR_BELOW));
         let keep = simd.or_m32s(small, simd.not_m32s(simd.equal_f32s(x, x)));
         simd.select_f32s(keep, x, r)
     }
