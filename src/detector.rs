@@ -653,11 +653,6 @@ impl<S: Storage> Engine<S> {
         let mean = nn::channel_errors(cfg.scoring.metric, x, xhat, errors);
         // A NaN or overflowing reconstruction saturates like the score, so the per-channel
         // explanation stays finite and `MaxChannel` (whose fold skips NaN) cannot read 0.
-        for e in errors.iter_mut() {
-            if e.is_nan() || *e > f32::MAX {
-                *e = f32::MAX;
-            }
-        }
         // Channels hidden after a dropout (channel-masked models) are left out of the score.
         let mut kept = 0usize;
         let mut kept_sum = 0.0f32;
@@ -665,6 +660,9 @@ impl<S: Storage> Engine<S> {
             if ch.masked_left > 0 {
                 *e = 0.0;
             } else {
+                if e.is_nan() || *e > f32::MAX {
+                    *e = f32::MAX;
+                }
                 kept += 1;
                 kept_sum += *e;
             }
