@@ -72,7 +72,11 @@ pub fn write_scores(
     threshold: f32,
     channels: &[String],
 ) -> io::Result<()> {
-    writeln!(out, "row,score,threshold,alarm,fault,top_channel")?;
+    // The csv crate quotes a field only when it must: channel names come from CSV headers and
+    // may hold commas or quotes (the firmware quotes them the same way).
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(["row", "score", "threshold", "alarm", "fault", "top_channel"])?;
+    let threshold = threshold.to_string();
     for (i, v) in verdicts.iter().enumerate() {
         let score = v.score.map(|s| s.to_string()).unwrap_or_default();
         let fault = v.fault.map(FaultKind::name).unwrap_or_default();
@@ -81,24 +85,10 @@ pub fn write_scores(
             .and_then(|c| channels.get(usize::from(c)))
             .map(String::as_str)
             .unwrap_or_default();
-        writeln!(
-            out,
-            "{i},{score},{threshold},{},{fault},{}",
-            u8::from(v.alarm),
-            csv_field(top)
-        )?;
+        let alarm = if v.alarm { "1" } else { "0" };
+        w.write_record([&i.to_string(), &score, &threshold, alarm, fault, top])?;
     }
-    Ok(())
-}
-
-/// A CSV field, quoted (with doubled quotes inside) only when it has to be, as the `csv`
-/// crate and the firmware write it: channel names come from CSV headers and may hold commas.
-fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\"")).into()
-    } else {
-        s.into()
-    }
+    w.flush()
 }
 
 #[cfg(test)]
