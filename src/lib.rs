@@ -92,7 +92,7 @@ pub use nn::{BCE_EPS, LOGVAR_CLAMP, TANH_CLAMP, TANH_LINEAR_BELOW, TANH_P, TANH_
 pub use storage::Heap;
 pub use storage::{Buffers, ChannelState, Fixed, Storage};
 pub use verdict::{ChannelError, FaultKind, Score, SensorFault, Status, Verdict};
-pub use vq::nearest_code;
+pub use vq::{nearest_code, quantise};
 
 /// The README's Rust examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -36,8 +36,10 @@ pub fn nearest_code(codebook: &[f32], z: &[f32]) -> Option<(usize, f32)> {
     Some(best)
 }
 
-/// Replaces `z` by its nearest code and returns the squared distance between them.
-pub(crate) fn quantise(codebook: &[f32], z: &mut [f32]) -> Option<f32> {
+/// Replaces `z` by its nearest code in `codebook` (K codes of `z.len()` values, one after the
+/// other) and returns the squared distance between them; `None` when the sizes disagree.
+#[must_use]
+pub fn quantise(codebook: &[f32], z: &mut [f32]) -> Option<f32> {
     let width = z.len();
     let (k, distance) = nearest_code(codebook, z)?;
     let code = codebook.get(k.checked_mul(width)?..k.checked_add(1)?.checked_mul(width)?)?;

@@ -180,18 +180,10 @@ impl Vq {
             .zip(self.distances.iter_mut())
             .take(b)
         {
-            let Some(code) = col.get_mut(..z) else {
-                continue;
-            };
-            *d = match sensorae::nearest_code(&self.codebook, code) {
-                Some((k, distance)) => {
-                    if let Some(e) = self.codebook.get(k * z..(k + 1) * z) {
-                        code.copy_from_slice(e);
-                    }
-                    distance
-                }
-                None => f32::NAN,
-            };
+            *d = col
+                .get_mut(..z)
+                .and_then(|code| sensorae::quantise(&self.codebook, code))
+                .unwrap_or(f32::NAN);
         }
     }
 }
