@@ -312,6 +312,9 @@ impl Builder {
             failed: AtomicBool::new(false),
             models: self.models,
             interner: router::Interner::default(),
+            lanes: (0..self.workers)
+                .map(|_| router::Lane::new(self.queue.div_ceil(self.batch).max(1)))
+                .collect(),
         });
         let registry = Arc::new(Registry::default());
         let batches = self.queue.div_ceil(self.batch).max(1);
@@ -322,7 +325,6 @@ impl Builder {
         for id in 0..self.workers {
             let (tx, rx) = crossbeam_channel::bounded::<Batch>(batches);
             let worker = Worker {
-                #[cfg(test)]
                 id,
                 input: rx.clone(),
                 output: sink_tx.clone(),

@@ -13,8 +13,9 @@ pub struct Model {
     pub label: String,
     /// A detector with the model loaded and no stream state.
     pub detector: DynDetector,
-    /// Channel names, in the order samples must list values.
-    pub channels: Vec<String>,
+    /// Channel names, in the order samples must list values (shared with every record that
+    /// names one, so a record costs no string copy).
+    pub channels: Vec<Arc<str>>,
 }
 
 /// An ordered list of `pattern -> model`; the first pattern matching a stream id wins.
@@ -67,7 +68,7 @@ impl ModelMap {
         };
         let detector = DynDetector::from_bytes(bytes).map_err(|e| bad(&e))?;
         let view = ModelView::from_bytes(bytes).map_err(|e| bad(&e))?;
-        let channels = view.channels().map(|c| c.name.to_owned()).collect();
+        let channels = view.channels().map(|c| Arc::from(c.name)).collect();
         self.entries.push((
             pattern.to_owned(),
             Arc::new(Model {
@@ -194,7 +195,14 @@ mod tests {
         m.add_bytes("pump-*", "all", &bytes).unwrap();
         assert_eq!(m.resolve("pump-1").unwrap().label, "one");
         assert_eq!(m.resolve("pump-2").unwrap().label, "all");
-        assert_eq!(m.resolve("pump-2").unwrap().channels, ["a", "b"]);
+        let names: Vec<&str> = m
+            .resolve("pump-2")
+            .unwrap()
+            .channels
+            .iter()
+            .map(|c| &**c)
+            .collect();
+        assert_eq!(names, ["a", "b"]);
         let err = m.add_bytes("*", "junk", b"junk").unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::Model { .. }), "{err}");
         assert!(m.add_spec("/nonexistent.snae").is_err());

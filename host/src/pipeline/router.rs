@@ -2,13 +2,13 @@
 //! them in batches over bounded queues.
 
 use core::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::atomic::{AtomicBool, AtomicUsize, Ordering},
     time::Duration,
 };
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, PoisonError, RwLock},
-    thread,
+    thread::{self, Thread},
     time::Instant,
 };
 
@@ -63,6 +63,12 @@ impl Batch {
         self.entries.len()
     }
 
+    /// Empties it for reuse, keeping its allocations.
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.values.clear();
+    }
+
     /// Each sample with its values.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&Entry, &[f32])> {
         let mut start = 0usize;
@@ -104,6 +110,63 @@ impl Interner {
             .unwrap_or_else(PoisonError::into_inner)
             .get(id as usize)
             .cloned()
+    }
+}
+
+/// One worker's input lane as sources see it: where to wait for room in its queue, and the
+/// batches it has emptied, for reuse.
+#[derive(Debug)]
+pub(crate) struct Lane {
+    /// Sources blocked on the worker's full queue.
+    pub(crate) room: Room,
+    /// Emptied batches on their way back to the sources (bounded; extras are freed).
+    pub(crate) spare_tx: Sender<Batch>,
+    spare_rx: Receiver<Batch>,
+}
+
+impl Lane {
+    /// A lane that keeps up to `spares` emptied batches.
+    pub(crate) fn new(spares: usize) -> Self {
+        let (spare_tx, spare_rx) = crossbeam_channel::bounded(spares.max(1));
+        Lane {
+            room: Room::default(),
+            spare_tx,
+            spare_rx,
+        }
+    }
+}
+
+/// Where sources wait for a full worker queue to drain to half. The worker wakes them once per
+/// half queue ([`Room::notify`]), not once per batch it takes, which is what a source blocked on
+/// the channel itself would cost it (a system call each); and sources do not nap for a guessed
+/// time either, which left the worker idle whenever the nap outlasted the half queue.
+#[derive(Debug, Default)]
+pub(crate) struct Room {
+    waiting: AtomicUsize,
+    waiters: Mutex<Vec<Thread>>,
+}
+
+impl Room {
+    /// Registers the calling thread to be woken by the next [`notify`](Room::notify).
+    fn register(&self) {
+        let me = thread::current();
+        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        if !waiters.iter().any(|t| t.id() == me.id()) {
+            waiters.push(me);
+            self.waiting.store(waiters.len(), Ordering::SeqCst);
+        }
+    }
+
+    /// Wakes every registered source. One atomic load when none waits.
+    pub(crate) fn notify(&self) {
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        self.waiting.store(0, Ordering::SeqCst);
+        for t in waiters.drain(..) {
+            t.unpark();
+        }
     }
 }
 
@@ -195,6 +258,8 @@ pub(crate) struct Shared {
     pub(crate) failed: AtomicBool,
     pub(crate) models: ModelMap,
     pub(crate) interner: Interner,
+    /// One per worker, in worker order.
+    pub(crate) lanes: Vec<Lane>,
 }
 
 /// A source's handle into the pipeline: [`push`](Router::push) samples, and the router batches
@@ -343,28 +408,40 @@ impl Router {
     /// Channel names of the model that will score `stream`, if any (so a CSV source can pick
     /// its columns by name).
     #[must_use]
-    pub fn channels_for(&self, stream: &str) -> Option<&[String]> {
+    pub fn channels_for(&self, stream: &str) -> Option<&[Arc<str>]> {
         self.shared
             .models
             .resolve(stream)
             .map(|m| m.channels.as_slice())
     }
 
-    /// Blocking back-pressure: waits until the worker has taken half its queue, napping with a
-    /// growing pause (20 us to 1 ms) rather than sleeping on the channel. A sender blocked on a
-    /// full channel is woken by every batch the worker takes, which costs the worker a system
-    /// call and the core a context switch per batch: as much as the scoring of a small batch.
-    fn wait_for_room(&self, queue: &Sender<Batch>) -> Result<(), PipelineError> {
+    /// Blocking back-pressure: waits until the worker has taken half its queue and wakes this
+    /// thread ([`Room`]). Registers first and checks again, so a wake-up between the check and
+    /// the park is not lost; the timeout only bounds how late a failure elsewhere is seen.
+    fn wait_for_room(&self, worker: usize, queue: &Sender<Batch>) -> Result<(), PipelineError> {
         let half = queue.capacity().unwrap_or(1) / 2;
-        let mut nap = Duration::from_micros(20);
+        let Some(lane) = self.shared.lanes.get(worker) else {
+            return Ok(());
+        };
         while queue.len() > half {
             if self.shared.failed.load(Ordering::SeqCst) {
                 return Err(PipelineError::new(ErrorKind::Disconnected("worker queue")));
             }
-            thread::sleep(nap);
-            nap = (nap * 2).min(Duration::from_millis(1));
+            lane.room.register();
+            if queue.len() > half {
+                thread::park_timeout(Duration::from_millis(20));
+            }
         }
         Ok(())
+    }
+
+    /// An empty batch: one the worker gave back, or a new one.
+    fn fresh_batch(&self, worker: usize) -> Batch {
+        self.shared
+            .lanes
+            .get(worker)
+            .and_then(|lane| lane.spare_rx.try_recv().ok())
+            .unwrap_or_else(|| Batch::with_capacity(self.batch, self.values_hint))
     }
 
     fn send(&mut self, worker: usize) -> Result<(), PipelineError> {
@@ -376,7 +453,11 @@ impl Router {
             return Ok(());
         }
         self.values_hint = self.values_hint.max(buf.values.len());
-        let mut batch = core::mem::replace(buf, Batch::with_capacity(self.batch, self.values_hint));
+        let fresh = self.fresh_batch(worker);
+        let Some(buf) = self.buffers.get_mut(worker) else {
+            return Ok(());
+        };
+        let mut batch = core::mem::replace(buf, fresh);
         Counters::add(&self.counters.samples_in, batch.len() as u64);
         Counters::add(&self.counters.batches, 1);
         let gone = || PipelineError::new(ErrorKind::Disconnected("worker queue"));
@@ -385,7 +466,7 @@ impl Router {
                 Ok(()) => Ok(()),
                 Err(TrySendError::Disconnected(_)) => Err(gone()),
                 Err(TrySendError::Full(back)) => {
-                    self.wait_for_room(queue)?;
+                    self.wait_for_room(worker, queue)?;
                     super::send_or_fail(queue, back, &self.shared, "worker queue")
                 }
             },

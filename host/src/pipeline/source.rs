@@ -7,6 +7,7 @@ use std::{
     fs::File,
     io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
+    sync::Arc,
     thread,
     time::Instant,
 };
@@ -145,13 +146,13 @@ fn parse_cell(cell: &str) -> f32 {
 fn choose_columns(
     header: &[String],
     first: &[&str],
-    model_channels: Option<&[String]>,
+    model_channels: Option<&[Arc<str>]>,
     stream_column: Option<usize>,
 ) -> Vec<usize> {
     if let Some(names) = model_channels {
         let found: Option<Vec<usize>> = names
             .iter()
-            .map(|n| header.iter().position(|h| h.trim() == n.as_str()))
+            .map(|n| header.iter().position(|h| h.trim() == &**n))
             .collect();
         if let Some(found) = found {
             return found;
@@ -545,9 +546,9 @@ mod tests {
             .map(String::from)
             .to_vec();
         let row = ["2020-01-01 00:00:00", "p1", "1", "2", "hello", "0"];
-        let model = vec!["a".to_owned(), "b".to_owned()];
+        let model: Vec<Arc<str>> = vec!["a".into(), "b".into()];
         assert_eq!(choose_columns(&header, &row, Some(&model), Some(1)), [3, 2]);
-        let other = vec!["zz".to_owned()];
+        let other: Vec<Arc<str>> = vec!["zz".into()];
         assert_eq!(choose_columns(&header, &row, Some(&other), Some(1)), [2, 3]);
         assert_eq!(choose_columns(&header, &row, None, None), [2, 3]);
     }

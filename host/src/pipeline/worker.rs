@@ -53,8 +53,8 @@ pub enum AlarmEvent {
 /// One verdict as the sinks write it (a JSON line, a CSV row or an MQTT message).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    /// Stream id.
-    pub stream: String,
+    /// Stream id (shared with the stream's other records).
+    pub stream: Arc<str>,
     /// Sample index within the stream (counted by its detector from 0).
     pub index: u64,
     /// The source's sequence number, if any.
@@ -70,11 +70,11 @@ pub struct Record {
     /// Alarm on or off at this sample.
     pub event: Option<AlarmEvent>,
     /// Name of the channel with the largest error.
-    pub top_channel: Option<String>,
+    pub top_channel: Option<Arc<str>>,
     /// Fault kind (`nan`, `above-range`, ...).
     pub fault: Option<String>,
     /// Name of the first faulty channel.
-    pub fault_channel: Option<String>,
+    pub fault_channel: Option<Arc<str>>,
     /// Microseconds from ingestion to verdict.
     pub latency_us: u64,
 }
@@ -101,7 +101,7 @@ enum Slot {
 }
 
 pub(crate) struct Worker {
-    #[cfg(test)]
+    /// Its index, and that of its lane in [`Shared::lanes`].
     pub(crate) id: usize,
     pub(crate) input: Receiver<Batch>,
     pub(crate) output: Sender<Vec<Record>>,
@@ -160,7 +160,14 @@ impl Worker {
         #[cfg(test)]
         let mut seen = 0u64;
         let mut records = Vec::new();
-        for batch in &self.input {
+        let half = self.input.capacity().unwrap_or(1) / 2;
+        let lane = self.shared.lanes.get(self.id);
+        for mut batch in &self.input {
+            if let Some(lane) = lane
+                && self.input.len() <= half
+            {
+                lane.room.notify();
+            }
             let mut tally = Tally::default();
             let fresh_from = records.len();
             for (entry, values) in batch.iter() {
@@ -254,7 +261,7 @@ impl Worker {
                 let channel = |c: u16| model.channels.get(usize::from(c)).cloned();
                 let fault = verdict.fault();
                 records.push(Record {
-                    stream: name.to_string(),
+                    stream: Arc::clone(name),
                     index: verdict.index,
                     seq: entry.seq,
                     status,
@@ -271,6 +278,11 @@ impl Worker {
                 });
             }
             let elapsed = Instant::now().saturating_duration_since(batch.ingested);
+            if let Some(lane) = lane {
+                batch.clear();
+                // A full return lane means the sources hold enough spares: this one is freed.
+                let _ = lane.spare_tx.try_send(batch);
+            }
             let verdicts = tally.scored + tally.warming + tally.faulted;
             latency.record_n(elapsed, verdicts);
             let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);

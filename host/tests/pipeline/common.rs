@@ -87,7 +87,7 @@ pub fn key(r: &Record) -> Key {
 pub fn by_stream(records: &[Record]) -> BTreeMap<String, Vec<Key>> {
     let mut m: BTreeMap<String, Vec<Key>> = BTreeMap::new();
     for r in records {
-        m.entry(r.stream.clone()).or_default().push(key(r));
+        m.entry(r.stream.to_string()).or_default().push(key(r));
     }
     m
 }

@@ -162,7 +162,7 @@ fn line_sources() {
     assert_eq!((m.samples_in, m.malformed, m.faulted), (4, 1, 1), "{m}");
     // Model channels `a` and `b` are picked by name; `x` is ignored.
     let recs = out.records();
-    assert_eq!(recs.iter().filter(|r| r.stream == "q").count(), 2);
+    assert_eq!(recs.iter().filter(|r| &*r.stream == "q").count(), 2);
     assert_eq!(
         recs.iter()
             .find(|r| r.status == RecordStatus::Fault)
