@@ -42,9 +42,9 @@
 //!
 //! # Back-pressure
 //! Queues are bounded ([`Builder::queue`]). By default a full queue blocks the source
-//! ([`Backpressure::Block`]) until the worker has taken half of it (the source naps rather than
-//! waiting on the channel, which would wake it, at the cost of a system call on the worker, for
-//! every batch); with [`Backpressure::DropOldest`] the oldest queued batch is dropped instead,
+//! ([`Backpressure::Block`]) until the worker has taken half of it; the worker then wakes it
+//! once (waiting on the channel itself would cost the worker a wake-up, a system call, for every
+//! batch it takes). Workers hand emptied batches back to the sources for reuse. With [`Backpressure::DropOldest`] the oldest queued batch is dropped instead,
 //! and every dropped sample is counted in [`MetricsSnapshot::dropped`].
 //!
 //! # Shutdown and accounting
