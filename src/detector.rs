@@ -6,8 +6,8 @@ use crate::{
     codec::ModelView,
     error::LoadError,
     model::{
-        Adaptation, Aggregate, AlarmSpec, Arch, FaultPolicy, Layers, MaskAxis, Scaling, Scoring,
-        TOP_K, Threshold, TrainingSummary, Variant, WindowSpec,
+        Adaptation, Aggregate, AlarmHold, AlarmSpec, Arch, FaultPolicy, Layers, MaskAxis, Scaling,
+        Scoring, TOP_K, Threshold, TrainingSummary, Variant, WindowSpec,
     },
     nn::{self, Dims, Scratch},
     storage::{Buffers, ChannelState, Fixed, Storage},
@@ -94,7 +94,7 @@ impl Config {
         faults: FaultPolicy { hold_max: 0 },
         adaptation: Adaptation {
             rate: 0.0,
-            freeze_in_alarm: false,
+            in_alarm: AlarmHold::Follow,
         },
         training: TrainingSummary {
             epochs: 0,
@@ -316,6 +316,7 @@ impl<S: Storage> Engine<S> {
             ch.faulty_run = 0;
             ch.baseline = 0.0;
             ch.masked_left = 0;
+            ch.explains = false;
         }
     }
 
@@ -493,14 +494,43 @@ impl<S: Storage> Engine<S> {
         v
     }
 
-    /// Moves each channel's baseline towards its latest valid value.
+    /// Moves each channel's baseline towards its latest valid value, except those the alarm
+    /// holds still.
     fn track_drift(&mut self) {
         let a = self.config.adaptation;
-        if a.rate <= 0.0 || (a.freeze_in_alarm && self.state.alarm) {
+        if a.rate <= 0.0 {
             return;
         }
-        for ch in self.storage.buffers().channels.iter_mut() {
-            ch.baseline += a.rate * (ch.last - ch.baseline);
+        let alarm = self.state.alarm;
+        if alarm && a.in_alarm == AlarmHold::All {
+            return;
+        }
+        let explaining = alarm && a.in_alarm == AlarmHold::Explaining;
+        // Channels join the explanation in exceeding windows; it lasts until the alarm clears.
+        let exceeds = explaining && self.state.scored && self.state.last.exceeds;
+        let threshold = self.config.threshold.value;
+        let b = self.storage.buffers();
+        let top = if exceeds {
+            b.errors
+                .iter()
+                .enumerate()
+                .fold(
+                    (0usize, f32::MIN),
+                    |m, (c, &e)| if e > m.1 { (c, e) } else { m },
+                )
+                .0
+        } else {
+            usize::MAX
+        };
+        for (c, (ch, &e)) in b.channels.iter_mut().zip(b.errors.iter()).enumerate() {
+            if !explaining {
+                ch.explains = false;
+            } else if exceeds && (e > threshold || c == top) {
+                ch.explains = true;
+            }
+            if !ch.explains {
+                ch.baseline += a.rate * (ch.last - ch.baseline);
+            }
         }
     }
 

@@ -83,9 +83,10 @@ pub use detector::DynDetector;
 pub use detector::{Config, Detector, Engine};
 pub use error::{DecodeError, EncodeError, LoadError, ShapeError};
 pub use model::{
-    Activation, Adaptation, Aggregate, AlarmSpec, Arch, Channel, ErrorMetric, FaultPolicy, Header,
-    Layers, MAX_CHANNELS, MAX_CODEBOOK, MAX_WIDTH, MAX_WINDOW, MaskAxis, Scaling, Scoring, TOP_K,
-    Threshold, ThresholdMethod, TrainingSummary, Variant, WindowSpec, arch_of, param_count,
+    Activation, Adaptation, Aggregate, AlarmHold, AlarmSpec, Arch, Channel, ErrorMetric,
+    FaultPolicy, Header, Layers, MAX_CHANNELS, MAX_CODEBOOK, MAX_WIDTH, MAX_WINDOW, MaskAxis,
+    Scaling, Scoring, TOP_K, Threshold, ThresholdMethod, TrainingSummary, Variant, WindowSpec,
+    arch_of, param_count,
 };
 pub use nn::{BCE_EPS, LOGVAR_CLAMP, TANH_CLAMP, TANH_LINEAR_BELOW, TANH_P, TANH_Q, kl_divergence};
 #[cfg(feature = "alloc")]

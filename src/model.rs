@@ -272,23 +272,38 @@ pub struct FaultPolicy {
 /// Slow drift of the channels' levels, tracked on the device: each channel's baseline (in
 /// normalised units, starting at 0, the training mean) follows the stream as
 /// `b += rate * (x - b)` and is subtracted before windowing, so a sensor that warms up or wears
-/// over hours does not read as an anomaly. The baseline holds still while the alarm is on when
-/// `freeze_in_alarm` is set, so a lasting anomaly is not absorbed.
+/// over hours does not read as an anomaly. While the alarm is on, `in_alarm` says which
+/// baselines hold still, so a lasting anomaly is not absorbed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Adaptation {
     /// Per-sample rate in `[0, 1)`: 0 turns tracking off; `1 / T` follows drift slower than `T`
     /// samples.
     pub rate: f32,
-    /// Hold the baselines while the alarm is on.
-    pub freeze_in_alarm: bool,
+    /// Which baselines hold still while the alarm is on.
+    pub in_alarm: AlarmHold,
 }
 
 impl Adaptation {
     /// No tracking.
     pub const OFF: Adaptation = Adaptation {
         rate: 0.0,
-        freeze_in_alarm: true,
+        in_alarm: AlarmHold::Explaining,
     };
+}
+
+/// Which channel baselines hold still while the alarm is on. (Stored as a variant index, so
+/// files written when this was a `bool` read as `Follow` (false) and `All` (true).)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlarmHold {
+    /// None: every baseline keeps following, so a lasting anomaly fades out of the score.
+    Follow,
+    /// Every baseline. A channel that drifts during a long alarm without being part of the
+    /// anomaly then keeps the score high after the anomaly ends, and the alarm may never clear.
+    All,
+    /// The channels that explain the alarm: from its onset until it clears, each channel whose
+    /// error exceeded the threshold in a window that exceeded it (and always the window's
+    /// largest), while the others keep following their drift.
+    Explaining,
 }
 
 /// What the trainer did, for `inspect`.

@@ -27,6 +27,8 @@ pub struct ChannelState {
     /// Channel-masked models: samples until the window holds no hidden (zeroed) value of
     /// this channel any more; while it is non-zero the channel is left out of the score.
     pub masked_left: u16,
+    /// Explains the current alarm, so its baseline holds still ([`AlarmHold::Explaining`]).
+    pub explains: bool,
 }
 
 impl ChannelState {
@@ -42,6 +44,7 @@ impl ChannelState {
         faulty_run: 0,
         baseline: 0.0,
         masked_left: 0,
+        explains: false,
     };
 
     /// A channel that accepts every finite value unchanged.
@@ -55,6 +58,7 @@ impl ChannelState {
         faulty_run: 0,
         baseline: 0.0,
         masked_left: 0,
+        explains: false,
     };
 }
 

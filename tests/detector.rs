@@ -212,7 +212,7 @@ fn drift_tracking_follows_slow_level_changes() {
     let mut fixed = DynDetector::from_bytes(&spec.bytes()).unwrap();
     spec.header.adaptation = sensorae::Adaptation {
         rate: 0.1,
-        freeze_in_alarm: true,
+        in_alarm: sensorae::AlarmHold::All,
     };
     let mut tracking = DynDetector::from_bytes(&spec.bytes()).unwrap();
     let (mut alarms_fixed, mut alarms_tracking) = (0, 0);
@@ -227,6 +227,63 @@ fn drift_tracking_follows_slow_level_changes() {
     assert!((b - (ramp(299) - 0.01 / 0.1)).abs() < 0.02, "{b}");
 }
 
+/// A step on channel 0 (the anomaly, samples 50..150) while channel 1 drifts steadily. Holding
+/// every baseline in alarm freezes channel 1's too, so its drift keeps the alarm on after the
+/// step ends; holding only the explaining channel lets channel 1 keep following, and the alarm
+/// clears as soon as the step is over; following everything absorbs the step itself.
+#[test]
+fn holding_only_the_explaining_channels_lets_the_alarm_clear() {
+    let mut spec = zero_model(2, 1);
+    spec.header.threshold.value = 1.0;
+    spec.header.scoring.aggregate = sensorae::Aggregate::MaxChannel;
+    spec.header.alarm.on_after = 1;
+    spec.header.alarm.off_after = 1;
+    let run = |hold: sensorae::AlarmHold| {
+        let mut spec = spec.clone();
+        spec.header.adaptation = sensorae::Adaptation {
+            rate: 0.1,
+            in_alarm: hold,
+        };
+        let mut d = DynDetector::from_bytes(&spec.bytes()).unwrap();
+        let alarms: Vec<bool> = (0..300)
+            .map(|t| {
+                let step = if (50..150).contains(&t) { 5.0 } else { 0.0 };
+                d.push(&[step, 0.02 * t as f32]).is_alarm()
+            })
+            .collect();
+        (alarms, d.baselines().collect::<Vec<f32>>())
+    };
+    let (explaining, baselines) = run(sensorae::AlarmHold::Explaining);
+    assert!(
+        explaining[50..150].iter().all(|&a| a),
+        "the step alarms throughout"
+    );
+    assert!(
+        !explaining[150..].iter().any(|&a| a),
+        "and the alarm clears when it ends"
+    );
+    assert!(!explaining[..50].iter().any(|&a| a));
+    // Channel 1 followed its ramp through the alarm: it lags by slope * (1 - rate) / rate.
+    assert!(
+        (baselines[1] - (0.02 * 299.0 - 0.02 * 0.9 / 0.1)).abs() < 1e-3,
+        "{baselines:?}"
+    );
+    assert_eq!(
+        baselines[0], 0.0,
+        "the step never moved channel 0's baseline"
+    );
+    let (all, _) = run(sensorae::AlarmHold::All);
+    assert!(
+        all[50..].iter().all(|&a| a),
+        "holding every baseline never clears"
+    );
+    let (follow, _) = run(sensorae::AlarmHold::Follow);
+    assert!(
+        follow[50..150].iter().filter(|&&a| a).count() < 30,
+        "following absorbs the step"
+    );
+}
+
 #[test]
 fn drift_tracking_holds_still_during_an_alarm() {
     let mut spec = zero_model(1, 1);
@@ -235,7 +292,7 @@ fn drift_tracking_holds_still_during_an_alarm() {
     spec.header.alarm.off_after = 1;
     spec.header.adaptation = sensorae::Adaptation {
         rate: 0.1,
-        freeze_in_alarm: true,
+        in_alarm: sensorae::AlarmHold::All,
     };
     let mut d = DynDetector::from_bytes(&spec.bytes()).unwrap();
     d.push(&[0.0]);
@@ -245,7 +302,7 @@ fn drift_tracking_holds_still_during_an_alarm() {
     }
     assert_eq!(d.baselines().next(), Some(0.0));
     // Without the freeze the same step is absorbed and the alarm clears.
-    spec.header.adaptation.freeze_in_alarm = false;
+    spec.header.adaptation.in_alarm = sensorae::AlarmHold::Follow;
     let mut d = DynDetector::from_bytes(&spec.bytes()).unwrap();
     d.push(&[0.0]);
     let alarms = (0..200).filter(|_| d.push(&[5.0]).is_alarm()).count();

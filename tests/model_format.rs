@@ -1,8 +1,8 @@
 //! The `.snae` format: golden bytes, round trips, and rejection of every corruption.
 
 use sensorae::{
-    Arch, DecodeError, Detector, DynDetector, EncodeError, LoadError, ModelView, ShapeError,
-    Variant, encode, param_count, testing,
+    AlarmHold, Arch, DecodeError, Detector, DynDetector, EncodeError, LoadError, ModelView,
+    ShapeError, Variant, encode, param_count, testing,
 };
 
 use crate::common::Spec;
@@ -22,10 +22,11 @@ fn golden_bytes() {
     // Header: name "tiny", variant Plain (0), tied false, window (2, 4, 1), hidden 4, latent 2,
     // activations Tanh (4), Linear (0), Tanh (4), Linear (0), Standard (0), Mse (0), Mean (0),
     // kl 0.0, ewma 1.0, threshold 1.0, Fixed (0), 0 windows, alarm (2, 2), hold 0, adaptation
-    // rate 0.0 and freeze true, training zeros.
+    // rate 0.0 and hold in alarm Explaining (2; a `bool` before, so 0 and 1 still read as
+    // Follow and All), training zeros.
     let expected_header: &[u8] = &[
         4, b't', b'i', b'n', b'y', 0, 0, 2, 4, 1, 4, 2, 4, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0x80, 0x3f, 0, 0, 0x80, 0x3f, 0, 0, 2, 2, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0x80, 0x3f, 0, 0, 0x80, 0x3f, 0, 0, 2, 2, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
         0, 0, 0,
     ];
     assert_eq!(&bytes[10..10 + expected_header.len()], expected_header);
@@ -41,6 +42,34 @@ fn golden_bytes() {
     assert_eq!(bytes.len() - 4 - w, 4 * param_count(Arch::Dense, 8, 4, 2));
     let crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap());
     assert_eq!(crc, crc32_reference(&bytes[..bytes.len() - 4]));
+}
+
+/// Files written while the hold in alarm was a `bool` (`freeze_in_alarm`) read as `Follow`
+/// (false) and `All` (true); a variant index past the last is refused.
+#[test]
+fn alarm_hold_reads_the_former_bool() {
+    let golden = tiny();
+    // The hold's byte in the golden header (see `golden_bytes`).
+    let at = 10 + 40;
+    assert_eq!(golden[at], 2);
+    let with = |byte: u8| {
+        let mut b = golden.clone();
+        b[at] = byte;
+        let n = b.len() - 4;
+        let crc = crc32_reference(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    for (byte, hold) in [
+        (0, AlarmHold::Follow),
+        (1, AlarmHold::All),
+        (2, AlarmHold::Explaining),
+    ] {
+        let b = with(byte);
+        let view = ModelView::from_bytes(&b).unwrap();
+        assert_eq!(view.header().adaptation.in_alarm, hold);
+    }
+    assert!(ModelView::from_bytes(&with(3)).is_err());
 }
 
 /// Bitwise CRC-32 (ISO-HDLC, reflected 0xEDB88320), independent of the `crc` crate.

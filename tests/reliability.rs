@@ -448,7 +448,7 @@ mod faults {
     /// Exact when the baselines are not frozen in alarm; see the next test for when they are.
     #[test]
     fn drift_tracking_skips_faulty_rows() {
-        let model = edited(|h, _| h.adaptation.freeze_in_alarm = false);
+        let model = edited(|h, _| h.adaptation.in_alarm = sensorae::AlarmHold::Follow);
         let rows = 600..650;
         let (faulted, reference) = fault_and_deleted(&model, &clean(), rows.clone());
         for t in rows.end + W - 1..faulted.len() {
@@ -490,7 +490,7 @@ mod faults {
         (run(model, &inputs), run(model, &deleted))
     }
 
-    /// Finding: with `freeze_in_alarm` (the trained model's setting), a fault during an alarm
+    /// Finding: with baselines held in alarm (the trained model's setting), a fault during an alarm
     /// resets the alarm, so the baselines track the anomalous data while the window refills:
     /// the fault lets drift tracking absorb part of the anomaly. Here Pressure is stuck 5
     /// standard deviations high over rows 420..570 (an alarm throughout, see

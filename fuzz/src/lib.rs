@@ -58,7 +58,7 @@ pub fn models() -> &'static [Vec<u8>] {
         dense.alarm.off_after = 1;
         dense.adaptation = sensorae::Adaptation {
             rate: 0.05,
-            freeze_in_alarm: true,
+            in_alarm: sensorae::AlarmHold::Explaining,
         };
         let mut vae = testing::header(2, 3, 4, 2);
         vae.variant = Variant::Vae;

@@ -133,10 +133,12 @@ pub fn describe(view: &ModelView<'_>, file_bytes: usize) -> String {
             format!(
                 "baselines follow level drift at rate {}{}",
                 h.adaptation.rate,
-                if h.adaptation.freeze_in_alarm {
-                    ", held while the alarm is on"
-                } else {
-                    ""
+                match h.adaptation.in_alarm {
+                    sensorae::AlarmHold::Follow => ", also while the alarm is on",
+                    sensorae::AlarmHold::All => ", all held while the alarm is on",
+                    sensorae::AlarmHold::Explaining => {
+                        ", those of the channels explaining an alarm held while it is on"
+                    }
                 }
             )
         } else {

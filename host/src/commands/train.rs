@@ -3,7 +3,9 @@
 use std::{path::PathBuf, time::Duration};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use sensorae::{Activation, Aggregate, AlarmSpec, ErrorMetric, FaultPolicy, MaskAxis, Variant};
+use sensorae::{
+    Activation, Aggregate, AlarmHold, AlarmSpec, ErrorMetric, FaultPolicy, MaskAxis, Variant,
+};
 
 use crate::{
     calibrate::Method,
@@ -155,10 +157,12 @@ pub struct TrainArgs {
     /// changes (e.g. 0.005 follows drift slower than ~200 samples); 0 is off.
     #[arg(long, default_value_t = 0.0)]
     pub adapt_rate: f32,
-    /// Keep tracking drift while the alarm is on (by default the baselines hold still then, so
-    /// a lasting anomaly is not absorbed).
-    #[arg(long)]
-    pub adapt_in_alarm: bool,
+    /// Drift tracking while the alarm is on: `explaining` holds the baselines of the channels
+    /// whose error exceeded the threshold during the alarm (and the largest) while the others
+    /// keep following; `all` holds every baseline (a channel drifting through a long alarm can
+    /// then keep it on after the anomaly ends); `follow` holds none (lasting anomalies fade).
+    #[arg(long, default_value = "explaining", value_parser = parse_alarm_hold)]
+    pub in_alarm: AlarmHold,
     /// Samples of a faulty channel bridged by holding its last value (0 restarts the window).
     #[arg(long, default_value_t = 0)]
     pub hold_max: u16,
@@ -305,6 +309,19 @@ pub fn parse_aggregate(s: &str) -> std::result::Result<Aggregate, String> {
         "mean" => Aggregate::Mean,
         "max-channel" => Aggregate::MaxChannel,
         _ => return Err(usage("aggregate", s, "mean or max-channel")),
+    })
+}
+
+/// Parses `follow`, `all` or `explaining`.
+///
+/// # Errors
+/// A usage message naming the flag and the accepted values.
+pub fn parse_alarm_hold(s: &str) -> std::result::Result<AlarmHold, String> {
+    Ok(match s {
+        "follow" => AlarmHold::Follow,
+        "all" => AlarmHold::All,
+        "explaining" => AlarmHold::Explaining,
+        _ => return Err(usage("in-alarm", s, "follow, all or explaining")),
     })
 }
 
@@ -502,7 +519,7 @@ impl TrainArgs {
             ranges: None,
             adaptation: sensorae::Adaptation {
                 rate: self.adapt_rate,
-                freeze_in_alarm: !self.adapt_in_alarm,
+                in_alarm: self.in_alarm,
             },
         })
     }
