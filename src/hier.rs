@@ -111,15 +111,13 @@ pub fn combine_scales(
 ) -> Option<()> {
     let [g_c, g_f] = gains;
     block_means_parts([&*xhat, &[]], channels, block, means)?;
-    let mut t = 0usize;
-    for sample in xhat.chunks_exact_mut(channels.max(1)) {
+    for (t, sample) in xhat.chunks_exact_mut(channels.max(1)).enumerate() {
         let k = t.checked_div(block)?;
         let m = means.get(k * channels..(k + 1) * channels)?;
         let dc = coarse.get(k * channels..(k + 1) * channels)?;
         for ((y, &m), &dc) in sample.iter_mut().zip(m).zip(dc) {
             *y = g_f * (*y - m) + g_c * dc;
         }
-        t += 1;
     }
     Some(())
 }

@@ -129,7 +129,7 @@ impl<T: Float> Workspace<T> {
 fn block_means<T: Float>(hier: &Hier, n: usize, x: &[T], out: &mut [T], cols: usize) {
     let (c, b) = (hier.channels, hier.block);
     let nc = n / b;
-    let inv = T::of(b as f64);
+    let steps = T::of(b as f64);
     for (xw, ow) in x[..n * cols].chunks_exact(n).zip(out.chunks_exact_mut(nc)) {
         ow.iter_mut().for_each(|v| *v = T::of(0.0));
         for (t, sample) in xw.chunks_exact(c).enumerate() {
@@ -138,7 +138,7 @@ fn block_means<T: Float>(hier: &Hier, n: usize, x: &[T], out: &mut [T], cols: us
                 *o += v;
             }
         }
-        ow.iter_mut().for_each(|v| *v = *v / inv);
+        ow.iter_mut().for_each(|v| *v /= steps);
     }
 }
 
