@@ -1,8 +1,9 @@
 //! Sizes the detector from the model file and embeds a recorded sensor stream.
 //!
 //! - `SENSORAE_MODEL` (default `model.snae`): the model; its header gives
-//!   `type ModelDetector = sensorae::Detector<C, W, N, H, Z, P>`, so the firmware always has the
-//!   model's sizes, and a broken file fails the build instead of the device.
+//!   `type ModelDetector = sensorae::Detector<C, W, N, H, Z, P, S>`, so the firmware always has
+//!   the model's sizes (S, the extra scratch, is 0 unless the model is hierarchical), and a
+//!   broken file fails the build instead of the device.
 //! - `SENSORAE_STREAM` (default SKAB `valve1/0.csv`): `;`-separated CSV, `datetime` first; the
 //!   model's channels are taken by column name, empty cells and NaN become NaN.
 //! - `SENSORAE_STREAM_ROWS` (default 1200): at most this many rows, to keep QEMU runs short.
@@ -73,10 +74,11 @@ fn run() -> Result<(), String> {
     w_(
         &mut src,
         format!(
-            "/// A detector of exactly the model's sizes (C, W, N = C*W, H, Z, P).\n\
-         pub type ModelDetector = sensorae::Detector<{c}, {w}, {}, {hid}, {z}, {}>;\n",
+            "/// A detector of exactly the model's sizes (C, W, N = C*W, H, Z, P, S).\n\
+         pub type ModelDetector = sensorae::Detector<{c}, {w}, {}, {hid}, {z}, {}, {}>;\n",
             c * w,
-            h.param_count()
+            h.param_count(),
+            h.scratch_len()
         ),
     );
     w_(

@@ -14,7 +14,7 @@ use crate::{
     error::{DecodeError, EncodeError},
     model::{
         Activation, Aggregate, Channel, ErrorMetric, Header, MAX_CHANNELS, MAX_CODEBOOK, MAX_WIDTH,
-        MAX_WINDOW, Scaling, ThresholdMethod, Variant,
+        MAX_WINDOW, MIN_BLOCK, Scaling, ThresholdMethod, Variant,
     },
 };
 
@@ -316,13 +316,45 @@ fn validate_header(h: &Header<'_>) -> Result<(), DecodeError> {
     )?;
     check(valid_activation(h.layers.output), "layers.output")?;
     check(
-        !(h.tied && matches!(h.variant, Variant::Vae | Variant::VqVae { .. })),
+        !(h.tied
+            && matches!(
+                h.variant,
+                Variant::Vae | Variant::VqVae { .. } | Variant::Hierarchical { .. }
+            )),
         "tied",
     )?;
     if let Variant::VqVae { codebook } = h.variant {
         check(
             (1..=MAX_CODEBOOK).contains(&usize::from(codebook)),
             "variant.codebook",
+        )?;
+    }
+    if let Variant::Hierarchical {
+        block,
+        coarse_hidden,
+        coarse_latent,
+    } = h.variant
+    {
+        let block = usize::from(block);
+        check(
+            block >= MIN_BLOCK && w.is_multiple_of(block),
+            "variant.block",
+        )?;
+        check(
+            (1..=MAX_WIDTH).contains(&usize::from(coarse_hidden)),
+            "variant.coarse_hidden",
+        )?;
+        check(
+            (1..=MAX_WIDTH).contains(&usize::from(coarse_latent)),
+            "variant.coarse_latent",
+        )?;
+        // A (saturated) parameter or byte count past the address space is refused, not wrapped.
+        check(
+            h.param_count()
+                .checked_mul(4)
+                .is_some_and(|b| b < usize::MAX)
+                && h.scratch_len() < usize::MAX,
+            "variant",
         )?;
     }
     check(

@@ -15,8 +15,9 @@ use crate::{
 };
 
 /// A detector with fixed sizes: C channels, window W, N = C * W inputs, H hidden, Z code,
-/// P parameters (see [`param_count`](crate::param_count)). It never allocates, and
-/// `core::mem::size_of` gives all the memory it needs.
+/// P parameters (see [`param_count`](crate::param_count)) and S extra scratch values (see
+/// [`scratch_len`](crate::scratch_len); 0 unless the model is hierarchical). It never
+/// allocates, and `core::mem::size_of` gives all the memory it needs.
 pub type Detector<
     const C: usize,
     const W: usize,
@@ -24,7 +25,8 @@ pub type Detector<
     const H: usize,
     const Z: usize,
     const P: usize,
-> = Engine<Fixed<C, W, N, H, Z, P>>;
+    const S: usize = 0,
+> = Engine<Fixed<C, W, N, H, Z, P, S>>;
 
 /// A detector sized from the model file at load time (behind the `alloc` feature).
 #[cfg(feature = "alloc")]
@@ -172,8 +174,15 @@ pub struct Engine<S> {
     storage: S,
 }
 
-impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: usize, const P: usize>
-    Detector<C, W, N, H, Z, P>
+impl<
+    const C: usize,
+    const W: usize,
+    const N: usize,
+    const H: usize,
+    const Z: usize,
+    const P: usize,
+    const S: usize,
+> Detector<C, W, N, H, Z, P, S>
 {
     /// An empty detector with no model: every push reports [`FaultKind::NoModel`] until
     /// [`load`](Engine::load) succeeds. `const`, so it can live in a `static` and be loaded in
@@ -204,8 +213,15 @@ impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: us
     }
 }
 
-impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: usize, const P: usize>
-    Default for Detector<C, W, N, H, Z, P>
+impl<
+    const C: usize,
+    const W: usize,
+    const N: usize,
+    const H: usize,
+    const Z: usize,
+    const P: usize,
+    const S: usize,
+> Default for Detector<C, W, N, H, Z, P, S>
 {
     fn default() -> Self {
         Self::new()
@@ -652,6 +668,7 @@ impl<S: Storage> Engine<S> {
             logvar,
             errors,
             channels: chans,
+            scratch,
             ..
         } = self.storage.buffers();
         // Oldest sample first: the ring from the head to its end, then from its start. Read in
@@ -662,6 +679,7 @@ impl<S: Storage> Engine<S> {
             cfg.arch(),
             &cfg.layers,
             Dims {
+                c: channels,
                 n: n.value(),
                 h: h.value(),
                 z: z.value(),
@@ -673,6 +691,7 @@ impl<S: Storage> Engine<S> {
                 z: zs,
                 logvar,
                 h2,
+                extra: scratch,
             },
             xhat,
         );
@@ -710,7 +729,7 @@ impl<S: Storage> Engine<S> {
             match cfg.arch() {
                 Arch::Vae => score += cfg.scoring.kl_weight * nn::kl_divergence(zs, logvar),
                 Arch::VqVae { .. } => score += cfg.scoring.kl_weight * code_distance,
-                Arch::Dense | Arch::Tied => {}
+                Arch::Dense | Arch::Tied | Arch::Hierarchical { .. } => {}
             }
         }
         if score.is_nan() || score > f32::MAX {

@@ -43,7 +43,8 @@
 //!
 //! # Memory
 //! A `Detector<C, W, N, H, Z, P>` holds `P` parameters and `3N + 2H + 2Z` scratch values as `f32`,
-//! plus about 30 bytes per channel; `core::mem::size_of` gives the exact figure.
+//! plus about 30 bytes per channel; `core::mem::size_of` gives the exact figure. A hierarchical
+//! model needs `S = scratch_len(arch, N)` more, as `Detector<C, W, N, H, Z, P, S>`.
 #![cfg_attr(not(test), no_std)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
@@ -67,6 +68,7 @@ extern crate alloc;
 mod codec;
 mod detector;
 mod error;
+mod hier;
 mod model;
 mod nn;
 mod storage;
@@ -82,11 +84,12 @@ pub use codec::{CRC_LEN, FORMAT_VERSION, MAGIC, ModelView, PREFIX_LEN, encode};
 pub use detector::DynDetector;
 pub use detector::{Config, Detector, Engine};
 pub use error::{DecodeError, EncodeError, LoadError, ShapeError};
+pub use hier::{block_means, combine_scales, fine_part};
 pub use model::{
     Activation, Adaptation, Aggregate, AlarmHold, AlarmSpec, Arch, Channel, ErrorMetric,
-    FaultPolicy, Header, Layers, MAX_CHANNELS, MAX_CODEBOOK, MAX_WIDTH, MAX_WINDOW, MaskAxis,
-    Scaling, Scoring, TOP_K, Threshold, ThresholdMethod, TrainingSummary, Variant, WindowSpec,
-    arch_of, param_count,
+    FaultPolicy, GAINS, Header, Layers, MAX_CHANNELS, MAX_CODEBOOK, MAX_WIDTH, MAX_WINDOW,
+    MIN_BLOCK, MaskAxis, Scaling, Scoring, TOP_K, Threshold, ThresholdMethod, TrainingSummary,
+    Variant, WindowSpec, arch_of, param_count, scratch_len,
 };
 pub use nn::{BCE_EPS, LOGVAR_CLAMP, TANH_CLAMP, TANH_LINEAR_BELOW, TANH_P, TANH_Q, kl_divergence};
 #[cfg(feature = "alloc")]

@@ -16,6 +16,9 @@ pub const MAX_WIDTH: usize = 8192;
 pub const TOP_K: usize = 3;
 /// Largest VQ-VAE codebook (number of codes K).
 pub const MAX_CODEBOOK: usize = 1024;
+/// Smallest block of a hierarchical model: a block of one time step would make the coarse part
+/// the whole window and the fine part always zero.
+pub const MIN_BLOCK: usize = 2;
 
 /// Element-wise activation of a layer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -69,6 +72,18 @@ pub enum Variant {
         /// What the trainer hid.
         mask: MaskAxis,
     },
+    /// Hierarchical (coarse/fine) autoencoder: the window splits into its per-channel means
+    /// over blocks of `block` time steps (the coarse part) and the rest (the fine part, which
+    /// has zero block means); a small dense autoencoder with its own code reconstructs each,
+    /// and learned gains `g_c`, `g_f` scale the two paths. `layers` sizes the fine path.
+    Hierarchical {
+        /// Time steps per coarse block, at least [`MIN_BLOCK`], dividing the window length.
+        block: u16,
+        /// Hidden width of the coarse path, 1 to [`MAX_WIDTH`].
+        coarse_hidden: u16,
+        /// Code width of the coarse path, 1 to [`MAX_WIDTH`].
+        coarse_latent: u16,
+    },
 }
 
 /// What a masked autoencoder hides while training.
@@ -93,6 +108,7 @@ impl Variant {
             Variant::Vae => "vae",
             Variant::VqVae { .. } => "vqvae",
             Variant::Masked { .. } => "masked",
+            Variant::Hierarchical { .. } => "hierarchical",
         }
     }
 }
@@ -111,6 +127,18 @@ pub enum Arch {
     VqVae {
         /// Number of codes K.
         codebook: usize,
+    },
+    /// A dense fine path N->H->Z->H->N on the window minus its block means, then a dense
+    /// coarse path N/b->Hc->Zc->Hc->N/b on the block means, then the gains `[g_c, g_f]`; the
+    /// reconstruction is `g_c * U(coarse) + g_f * (fine - U(block means of fine))`, `U`
+    /// repeating each block mean over its block.
+    Hierarchical {
+        /// Time steps per block (b).
+        block: usize,
+        /// Coarse hidden width (Hc).
+        coarse_hidden: usize,
+        /// Coarse code width (Zc).
+        coarse_latent: usize,
     },
 }
 
@@ -363,16 +391,34 @@ impl Header<'_> {
             self.layers.latent as usize,
         )
     }
+
+    /// Extra scratch values a detector needs besides its fixed buffers (see [`scratch_len`]).
+    #[must_use]
+    pub const fn scratch_len(&self) -> usize {
+        scratch_len(self.arch(), self.input())
+    }
 }
 
-/// The inference architecture of a variant, with or without tied weights (the VAE and the
-/// VQ-VAE are never tied; the reader rejects such files).
+/// The inference architecture of a variant, with or without tied weights (the VAE, the
+/// VQ-VAE and the hierarchical model are never tied; the reader rejects such files).
 #[must_use]
 pub const fn arch_of(variant: Variant, tied: bool) -> Arch {
     match (variant, tied) {
         (Variant::Vae, _) => Arch::Vae,
         (Variant::VqVae { codebook }, _) => Arch::VqVae {
             codebook: codebook as usize,
+        },
+        (
+            Variant::Hierarchical {
+                block,
+                coarse_hidden,
+                coarse_latent,
+            },
+            _,
+        ) => Arch::Hierarchical {
+            block: block as usize,
+            coarse_hidden: coarse_hidden as usize,
+            coarse_latent: coarse_latent as usize,
         },
         (_, true) => Arch::Tied,
         (_, false) => Arch::Dense,
@@ -381,7 +427,9 @@ pub const fn arch_of(variant: Variant, tied: bool) -> Arch {
 
 /// Number of `f32` parameters of an architecture with input N, hidden H and code Z.
 ///
-/// Use it for the `P` parameter of a fixed-size [`Detector`](crate::Detector).
+/// Use it for the `P` parameter of a fixed-size [`Detector`](crate::Detector). Saturates at
+/// `usize::MAX` instead of wrapping (the reader's size limits keep real models far below), and a
+/// hierarchical block of 0 counts no coarse path.
 ///
 /// # Examples
 /// ```
@@ -393,14 +441,85 @@ pub const fn arch_of(variant: Variant, tied: bool) -> Arch {
 ///     param_count(Arch::VqVae { codebook: 16 }, 128, 32, 8),
 ///     param_count(Arch::Dense, 128, 32, 8) + 16 * 8
 /// );
+/// // A hierarchical model adds a dense coarse path on the N / b block means and two gains.
+/// let hier = Arch::Hierarchical { block: 4, coarse_hidden: 8, coarse_latent: 2 };
+/// assert_eq!(
+///     param_count(hier, 128, 32, 8),
+///     param_count(Arch::Dense, 128, 32, 8) + param_count(Arch::Dense, 32, 8, 2) + 2
+/// );
 /// ```
 #[must_use]
 pub const fn param_count(arch: Arch, n: usize, h: usize, z: usize) -> usize {
-    let encoder = h * n + h + z * h + z;
+    let encoder = mul(h, n)
+        .saturating_add(h)
+        .saturating_add(mul(z, h))
+        .saturating_add(z);
+    let dense_decoder = mul(h, z)
+        .saturating_add(h)
+        .saturating_add(mul(n, h))
+        .saturating_add(n);
     match arch {
-        Arch::Dense => encoder + h * z + h + n * h + n,
-        Arch::Tied => encoder + h + n,
-        Arch::Vae => encoder + z * h + z + h * z + h + n * h + n,
-        Arch::VqVae { codebook } => encoder + codebook * z + h * z + h + n * h + n,
+        Arch::Dense => encoder.saturating_add(dense_decoder),
+        Arch::Tied => encoder.saturating_add(h).saturating_add(n),
+        Arch::Vae => encoder
+            .saturating_add(mul(z, h))
+            .saturating_add(z)
+            .saturating_add(dense_decoder),
+        Arch::VqVae { codebook } => encoder
+            .saturating_add(mul(codebook, z))
+            .saturating_add(dense_decoder),
+        Arch::Hierarchical {
+            block,
+            coarse_hidden,
+            coarse_latent,
+        } => {
+            let coarse = match n.checked_div(block) {
+                Some(nc) => param_count(Arch::Dense, nc, coarse_hidden, coarse_latent),
+                None => 0,
+            };
+            encoder
+                .saturating_add(dense_decoder)
+                .saturating_add(coarse)
+                .saturating_add(GAINS)
+        }
+    }
+}
+
+/// Number of gains of a hierarchical model, `[g_c, g_f]`, the last parameters.
+pub const GAINS: usize = 2;
+
+const fn mul(a: usize, b: usize) -> usize {
+    a.saturating_mul(b)
+}
+
+/// Extra `f32` scratch values an architecture needs at input width N, besides the buffers
+/// every detector has: for a hierarchical model `N + N/b + 2 Hc + Zc` (the fine input, the
+/// block means, the coarse hidden layers and code), 0 for the others. Use it for the `S`
+/// parameter of a fixed-size [`Detector`](crate::Detector).
+///
+/// # Examples
+/// ```
+/// use sensorae::{scratch_len, Arch};
+/// assert_eq!(scratch_len(Arch::Dense, 128), 0);
+/// let hier = Arch::Hierarchical { block: 4, coarse_hidden: 8, coarse_latent: 2 };
+/// assert_eq!(scratch_len(hier, 128), 128 + 32 + 2 * 8 + 2);
+/// ```
+#[must_use]
+pub const fn scratch_len(arch: Arch, n: usize) -> usize {
+    match arch {
+        Arch::Hierarchical {
+            block,
+            coarse_hidden,
+            coarse_latent,
+        } => {
+            let nc = match n.checked_div(block) {
+                Some(nc) => nc,
+                None => 0,
+            };
+            n.saturating_add(nc)
+                .saturating_add(mul(2, coarse_hidden))
+                .saturating_add(coarse_latent)
+        }
+        Arch::Dense | Arch::Tied | Arch::Vae | Arch::VqVae { .. } => 0,
     }
 }

@@ -105,7 +105,7 @@ fn tanh(x: f32) -> f32 {
 }
 
 /// Splits the next `len` parameters off the front.
-fn take<'p>(params: &mut &'p [f32], len: usize) -> Option<&'p [f32]> {
+pub(crate) fn take<'p>(params: &mut &'p [f32], len: usize) -> Option<&'p [f32]> {
     let (head, tail) = params.split_at_checked(len)?;
     *params = tail;
     Some(head)
@@ -114,6 +114,8 @@ fn take<'p>(params: &mut &'p [f32], len: usize) -> Option<&'p [f32]> {
 /// The sizes a forward pass runs at.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Dims {
+    /// Channels (C); the window is time-major, `x[t * C + c]`.
+    pub c: usize,
     pub n: usize,
     pub h: usize,
     pub z: usize,
@@ -132,7 +134,7 @@ pub(crate) type Parts<'a> = [&'a [f32]; 2];
 /// monomorphised into the kernel cost kilobytes of flash per shape).
 #[inline(never)]
 #[allow(clippy::too_many_arguments)] // reason: one call site per layer keeps the sizes explicit
-fn affine(
+pub(crate) fn affine(
     w: &[f32],
     b: &[f32],
     rows: usize,
@@ -260,6 +262,8 @@ pub(crate) struct Scratch<'a> {
     pub z: &'a mut [f32],
     pub logvar: &'a mut [f32],
     pub h2: &'a mut [f32],
+    /// Hierarchical models' own scratch ([`crate::scratch_len`]); empty for the others.
+    pub extra: &'a mut [f32],
 }
 
 /// Reconstructs `x` (in two parts, see [`Parts`]) into `xhat`. For the VAE the decoder runs
@@ -276,7 +280,21 @@ pub(crate) fn reconstruct(
     s: Scratch<'_>,
     xhat: &mut [f32],
 ) -> Option<f32> {
-    let Dims { n, h, z } = d;
+    if let Arch::Hierarchical {
+        block,
+        coarse_hidden,
+        coarse_latent,
+    } = arch
+    {
+        let coarse = crate::hier::Coarse {
+            block,
+            hidden: coarse_hidden,
+            latent: coarse_latent,
+        };
+        crate::hier::reconstruct(layers, d, coarse, params, x, s, xhat)?;
+        return Some(0.0);
+    }
+    let Dims { n, h, z, .. } = d;
     let p = &mut params;
     let (w1, b1) = (take(p, h * n)?, take(p, h)?);
     affine(w1, b1, h, n, false, x, s.h1, layers.encoder_hidden)?;
@@ -284,7 +302,9 @@ pub(crate) fn reconstruct(
     let h1 = [&*s.h1, &[][..]];
     let mut distance = 0.0;
     match arch {
-        Arch::Dense | Arch::Tied => affine(w2, b2, z, h, false, h1, s.z, layers.code)?,
+        Arch::Dense | Arch::Tied | Arch::Hierarchical { .. } => {
+            affine(w2, b2, z, h, false, h1, s.z, layers.code)?;
+        }
         Arch::VqVae { codebook } => {
             affine(w2, b2, z, h, false, h1, s.z, layers.code)?;
             let codes = take(p, codebook.checked_mul(z)?)?;
@@ -298,7 +318,7 @@ pub(crate) fn reconstruct(
     }
     let code = [&*s.z, &[][..]];
     match arch {
-        Arch::Dense | Arch::Vae | Arch::VqVae { .. } => {
+        Arch::Dense | Arch::Vae | Arch::VqVae { .. } | Arch::Hierarchical { .. } => {
             let (w3, b3) = (take(p, h * z)?, take(p, h)?);
             affine(w3, b3, h, z, false, code, s.h2, layers.decoder_hidden)?;
             let (w4, b4) = (take(p, n * h)?, take(p, n)?);

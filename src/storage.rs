@@ -82,6 +82,8 @@ pub struct Buffers<'a> {
     pub channels: &'a mut [ChannelState],
     /// Per-channel mean errors of the last scored window (C).
     pub errors: &'a mut [f32],
+    /// Extra scratch of architectures that need it ([`scratch_len`](crate::scratch_len)).
+    pub scratch: &'a mut [f32],
 }
 
 /// Storage a detector runs on.
@@ -118,8 +120,10 @@ pub trait Storage {
     fn channel_states(&self) -> &[ChannelState];
 }
 
-/// Fixed-size storage: C channels, window W, input N = C * W, hidden H, code Z, P parameters.
-/// Its size is known at compile time and it never allocates.
+/// Fixed-size storage: C channels, window W, input N = C * W, hidden H, code Z, P parameters
+/// and S extra scratch values ([`scratch_len`](crate::scratch_len); 0, the default, for every
+/// architecture but the hierarchical one). Its size is known at compile time and it never
+/// allocates.
 #[derive(Debug, Clone)]
 pub struct Fixed<
     const C: usize,
@@ -128,6 +132,7 @@ pub struct Fixed<
     const H: usize,
     const Z: usize,
     const P: usize,
+    const S: usize = 0,
 > {
     params: [f32; P],
     ring: [f32; N],
@@ -138,10 +143,18 @@ pub struct Fixed<
     logvar: [f32; Z],
     channels: [ChannelState; C],
     errors: [f32; C],
+    scratch: [f32; S],
 }
 
-impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: usize, const P: usize>
-    Fixed<C, W, N, H, Z, P>
+impl<
+    const C: usize,
+    const W: usize,
+    const N: usize,
+    const H: usize,
+    const Z: usize,
+    const P: usize,
+    const S: usize,
+> Fixed<C, W, N, H, Z, P, S>
 {
     /// Zeroed storage. Fails to compile unless `N == C * W` and every size is non-zero.
     #[must_use]
@@ -163,12 +176,20 @@ impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: us
             logvar: [0.0; Z],
             channels: [ChannelState::ZERO; C],
             errors: [0.0; C],
+            scratch: [0.0; S],
         }
     }
 }
 
-impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: usize, const P: usize>
-    Default for Fixed<C, W, N, H, Z, P>
+impl<
+    const C: usize,
+    const W: usize,
+    const N: usize,
+    const H: usize,
+    const Z: usize,
+    const P: usize,
+    const S: usize,
+> Default for Fixed<C, W, N, H, Z, P, S>
 {
     fn default() -> Self {
         Self::new()
@@ -187,8 +208,15 @@ fn same(what: &'static str, expected: usize, found: usize) -> Result<(), ShapeEr
     }
 }
 
-impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: usize, const P: usize>
-    Storage for Fixed<C, W, N, H, Z, P>
+impl<
+    const C: usize,
+    const W: usize,
+    const N: usize,
+    const H: usize,
+    const Z: usize,
+    const P: usize,
+    const S: usize,
+> Storage for Fixed<C, W, N, H, Z, P, S>
 {
     type N = Const<N>;
     type H = Const<H>;
@@ -199,7 +227,8 @@ impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: us
         same("window", W, usize::from(header.window.length))?;
         same("hidden", H, header.layers.hidden as usize)?;
         same("latent", Z, header.layers.latent as usize)?;
-        same("parameters", P, header.param_count())
+        same("parameters", P, header.param_count())?;
+        same("scratch", S, header.scratch_len())
     }
 
     fn dims(&self) -> (Self::N, Self::H, Self::Z) {
@@ -217,6 +246,7 @@ impl<const C: usize, const W: usize, const N: usize, const H: usize, const Z: us
             logvar: &mut self.logvar,
             channels: &mut self.channels,
             errors: &mut self.errors,
+            scratch: &mut self.scratch,
         }
     }
 
@@ -255,6 +285,7 @@ pub struct Heap {
     logvar: alloc::vec::Vec<f32>,
     channels: alloc::vec::Vec<ChannelState>,
     errors: alloc::vec::Vec<f32>,
+    scratch: alloc::vec::Vec<f32>,
 }
 
 #[cfg(feature = "alloc")]
@@ -281,6 +312,7 @@ impl Storage for Heap {
         resize(&mut self.z_buf, self.z);
         resize(&mut self.logvar, self.z);
         resize(&mut self.errors, c);
+        resize(&mut self.scratch, header.scratch_len());
         self.channels.clear();
         self.channels.resize(c, ChannelState::IDENTITY);
         Ok(())
@@ -305,6 +337,7 @@ impl Storage for Heap {
             logvar: &mut self.logvar,
             channels: &mut self.channels,
             errors: &mut self.errors,
+            scratch: &mut self.scratch,
         }
     }
 

@@ -103,6 +103,43 @@ fn vqvae_nearest_code_and_distance_by_hand() {
     assert!((s - 2.211_25).abs() < 1e-6, "{s}");
 }
 
+// Hierarchical, C=1, W=4, blocks of 2, every path 1 wide, all linear; x = [1, 3, 2, 6] has block
+// means [2, 4] and fine part x_f = [-1, 1, -2, 2].
+// Fine: h1 = 0.25*-1 - 0.25*1 + 0.5*-2 - 0.5*2 + 0.5 = -2; z = -1; h2 = -2;
+//   dec_f = [0.5, -0.5, 1, -1] * -2 + 1 = [0, 2, -1, 3], block means [1, 1], projected
+//   [-1, 1, -2, 2].
+// Coarse on [2, 4]: hc1 = 6; zc = 3; hc2 = 3 - 1 = 2; dec_c = [2, 4].
+// Gains g_c = 1.5, g_f = 0.5: xhat = 0.5*[-1, 1, -2, 2] + 1.5*[2, 2, 4, 4] = [2.5, 3.5, 5, 7].
+// Errors [-1.5, -0.5, -3, -1]: MSE 12.5 / 4 = 3.125 (coarse 2 * (1 + 4) = 10 plus fine 2.5,
+// the two parts orthogonal), MAE 6 / 4 = 1.5.
+const HIER_BY_HAND: [f32; 30] = [
+    0.25, -0.25, 0.5, -0.5, 0.5, 0.5, 0.0, 2.0, 0.0, 0.5, -0.5, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0,
+    1.0, 0.0, 0.5, 0.0, 1.0, -1.0, 1.0, 2.0, 0.0, 0.0, 1.5, 0.5,
+];
+
+#[test]
+fn hierarchical_by_hand() {
+    let variant = Variant::Hierarchical {
+        block: 2,
+        coarse_hidden: 1,
+        coarse_latent: 1,
+    };
+    let mut spec = Spec::new(1, 4, 1, 1)
+        .variant(variant, false)
+        .activations([Activation::Linear; 4])
+        .identity_channels();
+    assert_eq!(spec.params.len(), HIER_BY_HAND.len());
+    spec.params = HIER_BY_HAND.to_vec();
+    spec.header.threshold.value = 100.0;
+    let window = [1.0, 3.0, 2.0, 6.0];
+    let s = last_score(&spec.bytes(), &window);
+    assert!((s - 3.125).abs() < 1e-6, "{s}");
+    let spec = spec.metric(ErrorMetric::Mae, Aggregate::Mean);
+    let s = last_score(&spec.bytes(), &window);
+    assert!((s - 1.5).abs() < 1e-6, "{s}");
+    check_against_reference(spec);
+}
+
 /// An independent f64 forward pass over the file-order parameters with plain loops.
 fn reference_score(spec: &Spec, window: &[Vec<f32>]) -> f64 {
     let h = &spec.header;
@@ -156,8 +193,36 @@ fn reference_score(spec: &Spec, window: &[Vec<f32>]) -> f64 {
             .collect::<Vec<f64>>()
     };
     let l = &h.layers;
+    // Hierarchical: the fine path reads the window minus its per-channel block means.
+    let hier = match h.variant {
+        Variant::Hierarchical {
+            block,
+            coarse_hidden,
+            coarse_latent,
+        } => Some((
+            usize::from(block),
+            usize::from(coarse_hidden),
+            usize::from(coarse_latent),
+        )),
+        _ => None,
+    };
+    let means = |v: &[f64], b: usize| -> Vec<f64> {
+        let mut m = vec![0.0; n / b];
+        for (i, &e) in v.iter().enumerate() {
+            m[(i / c) / b * c + i % c] += e / b as f64;
+        }
+        m
+    };
+    let minus_means = |v: &[f64], b: usize| -> Vec<f64> {
+        let m = means(v, b);
+        (0..n).map(|i| v[i] - m[(i / c) / b * c + i % c]).collect()
+    };
+    let input = match hier {
+        Some((b, _, _)) => minus_means(&x, b),
+        None => x.clone(),
+    };
     let (w1, b1) = (take(hid * n), take(hid));
-    let h1 = layer(&w1, &b1, hid, n, false, &x, l.encoder_hidden);
+    let h1 = layer(&w1, &b1, hid, n, false, &input, l.encoder_hidden);
     let (w2, b2) = (take(z * hid), take(z));
     let is_vae = h.variant == Variant::Vae;
     let mut code = layer(
@@ -200,6 +265,25 @@ fn reference_score(spec: &Spec, window: &[Vec<f32>]) -> f64 {
         let h2 = layer(&w3, &b3, hid, z, false, &code, l.decoder_hidden);
         let (w4, b4) = (take(n * hid), take(n));
         layer(&w4, &b4, n, hid, false, &h2, l.output)
+    };
+    let xhat = match hier {
+        None => xhat,
+        Some((b, hc, zc)) => {
+            let nc = n / b;
+            let (w, bias) = (take(hc * nc), take(hc));
+            let h1 = layer(&w, &bias, hc, nc, false, &means(&x, b), l.encoder_hidden);
+            let (w, bias) = (take(zc * hc), take(zc));
+            let code = layer(&w, &bias, zc, hc, false, &h1, l.code);
+            let (w, bias) = (take(hc * zc), take(hc));
+            let h2 = layer(&w, &bias, hc, zc, false, &code, l.decoder_hidden);
+            let (w, bias) = (take(nc * hc), take(nc));
+            let coarse = layer(&w, &bias, nc, hc, false, &h2, l.output);
+            let gains = take(2);
+            let fine = minus_means(&xhat, b);
+            (0..n)
+                .map(|i| gains[1] * fine[i] + gains[0] * coarse[(i / c) / b * c + i % c])
+                .collect()
+        }
     };
     assert_eq!(at, p.len(), "reference consumed every parameter");
     let entry = |a: f64, b: f64| match h.scoring.metric {
@@ -258,6 +342,14 @@ fn every_activation_matches_reference() {
             (Variant::Plain, true),
             (Variant::Vae, false),
             (Variant::VqVae { codebook: 3 }, false),
+            (
+                Variant::Hierarchical {
+                    block: 5,
+                    coarse_hidden: 4,
+                    coarse_latent: 2,
+                },
+                false,
+            ),
             (
                 Variant::Masked {
                     mask: sensorae::MaskAxis::Channel,

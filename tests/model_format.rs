@@ -217,6 +217,125 @@ fn bad_codebook_lambda_and_tied_vqvae_are_refused() {
     ));
 }
 
+const HIER: Variant = Variant::Hierarchical {
+    block: 2,
+    coarse_hidden: 3,
+    coarse_latent: 1,
+};
+
+/// `Variant` 7 is Hierarchical { block, coarse_hidden, coarse_latent: varint u16 each }; its
+/// parameters are the dense fine path, the dense coarse path on the N / b block means, then
+/// the gains `[g_c, g_f]`.
+#[test]
+fn hierarchical_round_trips_with_pinned_bytes() {
+    let spec = Spec::new(2, 4, 4, 2).variant(HIER, false);
+    let bytes = spec.bytes();
+    let view = ModelView::from_bytes(&bytes).unwrap();
+    assert_eq!(*view.header(), spec.header);
+    assert_eq!(view.weights().collect::<Vec<_>>(), spec.params);
+    assert_eq!(&bytes[15..19], &[7, 2, 3, 1]);
+    assert_eq!(
+        spec.params.len(),
+        param_count(Arch::Dense, 8, 4, 2) + param_count(Arch::Dense, 4, 3, 1) + 2
+    );
+    let mut flipped = bytes.clone();
+    for i in 0..bytes.len() * 8 {
+        flipped[i / 8] ^= 1 << (i % 8);
+        assert!(ModelView::from_bytes(&flipped).is_err(), "bit {i}");
+        flipped[i / 8] ^= 1 << (i % 8);
+    }
+}
+
+#[test]
+fn inconsistent_hierarchical_headers_are_refused() {
+    let field = |variant: Variant, tied: bool, window: u16| {
+        let mut spec = Spec::new(2, window, 4, 2);
+        spec.header.variant = variant;
+        spec.header.tied = tied;
+        // Sizes the weights from the saturating count; the header check comes first anyway.
+        let count = spec.header.param_count().min(1 << 16);
+        spec.params = vec![0.0; count];
+        match sensorae::encode_to_vec(&spec.header, &spec.channels, &spec.params) {
+            Err(EncodeError::Invalid(DecodeError::InvalidField { field })) => field,
+            other => panic!("{variant:?}: {other:?}"),
+        }
+    };
+    let hier = |block, coarse_hidden, coarse_latent| Variant::Hierarchical {
+        block,
+        coarse_hidden,
+        coarse_latent,
+    };
+    // A block must have at least 2 steps and divide the window.
+    assert_eq!(field(hier(0, 3, 1), false, 4), "variant.block");
+    assert_eq!(field(hier(1, 3, 1), false, 4), "variant.block");
+    assert_eq!(field(hier(3, 3, 1), false, 4), "variant.block");
+    assert_eq!(field(hier(8, 3, 1), false, 4), "variant.block");
+    assert_eq!(field(hier(u16::MAX, 3, 1), false, 4), "variant.block");
+    // Coarse sizes within 1 ..= MAX_WIDTH.
+    assert_eq!(field(hier(2, 0, 1), false, 4), "variant.coarse_hidden");
+    assert_eq!(field(hier(2, 8193, 1), false, 4), "variant.coarse_hidden");
+    assert_eq!(field(hier(2, 3, 0), false, 4), "variant.coarse_latent");
+    assert_eq!(
+        field(hier(2, 3, u16::MAX), false, 4),
+        "variant.coarse_latent"
+    );
+    assert_eq!(field(HIER, true, 4), "tied");
+    // The largest sizes the limits allow still count without wrapping, even on 32 bits.
+    let widest = Arch::Hierarchical {
+        block: 2,
+        coarse_hidden: sensorae::MAX_WIDTH,
+        coarse_latent: sensorae::MAX_WIDTH,
+    };
+    let w = sensorae::MAX_WIDTH;
+    let most = param_count(widest, w, w, w);
+    assert!(
+        most.checked_mul(4).is_some_and(|b| b <= u32::MAX as usize),
+        "{most}"
+    );
+    // Out-of-range sizes saturate instead of wrapping or dividing by zero.
+    let huge = Arch::Hierarchical {
+        block: 0,
+        coarse_hidden: usize::MAX,
+        coarse_latent: 1,
+    };
+    assert_eq!(
+        param_count(huge, 8, 4, 2),
+        param_count(Arch::Dense, 8, 4, 2) + 2
+    );
+    assert_eq!(param_count(Arch::Dense, usize::MAX, 2, 1), usize::MAX);
+    assert_eq!(sensorae::scratch_len(huge, 8), usize::MAX);
+}
+
+#[test]
+fn fixed_hierarchical_detector_needs_its_scratch() {
+    let spec = Spec::new(2, 4, 4, 2).variant(HIER, false);
+    const ARCH: Arch = Arch::Hierarchical {
+        block: 2,
+        coarse_hidden: 3,
+        coarse_latent: 1,
+    };
+    const P: usize = param_count(ARCH, 8, 4, 2);
+    const S: usize = sensorae::scratch_len(ARCH, 8);
+    assert_eq!(S, 8 + 4 + 2 * 3 + 1);
+    type Hier = Detector<2, 4, 8, 4, 2, P, S>;
+    let mut fixed = Hier::from_bytes(&spec.bytes()).unwrap();
+    let mut heap = DynDetector::from_bytes(&spec.bytes()).unwrap();
+    for t in 0..12 {
+        let sample = crate::common::signal(t, 2);
+        let (a, b) = (fixed.push(&sample), heap.push(&sample));
+        assert_eq!(a, b, "t={t}");
+    }
+    type NoScratch = Detector<2, 4, 8, 4, 2, P>;
+    assert!(matches!(
+        NoScratch::from_bytes(&spec.bytes()),
+        Err(LoadError::Shape(ShapeError::Mismatch {
+            what: "scratch",
+            expected: 0,
+            found: S,
+        }))
+    ));
+}
+
 #[test]
 fn every_truncation_and_extension_is_rejected() {
     let bytes = tiny();

@@ -155,6 +155,8 @@ pub struct BatchScorer {
     channel_sums: Vec<f32>,
     /// The VQ-VAE's codebook and each window's squared distance to its nearest code.
     vq: Vq,
+    /// A hierarchical model's coarse path (the layers above are its fine path).
+    hier: Option<Box<Coarse>>,
     /// The AVX2+FMA path when the CPU has it.
     #[cfg(target_arch = "x86_64")]
     fast: Option<fast::Fast>,
@@ -185,6 +187,45 @@ impl Vq {
                 .and_then(|code| sensorae::quantise(&self.codebook, code))
                 .unwrap_or(f32::NAN);
         }
+    }
+}
+
+/// A hierarchical model's coarse path, gains and block buffers. The windows are split and the
+/// outputs combined by the core's own [`sensorae::block_means`], [`sensorae::fine_part`] and
+/// [`sensorae::combine_scales`]; the layers run as GEMMs like the fine path's.
+#[derive(Debug, Clone)]
+struct Coarse {
+    block: usize,
+    layers: [Layer; 4],
+    gains: [f32; sensorae::GAINS],
+    /// Per window of a block: the block means (the coarse input, then scratch), the fine
+    /// part (the fine input), and the coarse activations.
+    means: Vec<f32>,
+    fine_in: Vec<f32>,
+    h1: Vec<f32>,
+    code: Vec<f32>,
+    h2: Vec<f32>,
+    out: Vec<f32>,
+}
+
+impl Coarse {
+    /// The coarse layers and gains from `params` (what follows the fine path's).
+    fn new(params: &[f32], n: usize, block: usize, h: usize, z: usize) -> Option<Self> {
+        let nc = n.checked_div(block)?;
+        let split = params.len().checked_sub(sensorae::GAINS)?;
+        let (layers, _) = BatchScorer::layers(Arch::Dense, params.get(..split)?, nc, h, z)?;
+        let gains = *params.get(split..)?.first_chunk::<{ sensorae::GAINS }>()?;
+        Some(Coarse {
+            block,
+            layers,
+            gains,
+            means: vec![0.0; nc * BLOCK],
+            fine_in: vec![0.0; n * BLOCK],
+            h1: vec![0.0; h * BLOCK],
+            code: vec![0.0; z * BLOCK],
+            h2: vec![0.0; h * BLOCK],
+            out: vec![0.0; nc * BLOCK],
+        })
     }
 }
 
@@ -245,9 +286,23 @@ impl BatchScorer {
         );
         let params: Vec<f32> = view.weights().collect();
         let arch = hd.arch();
+        // A hierarchical model's fine path is a dense network at the front of its parameters.
+        let (fine_arch, fine_len) = match arch {
+            Arch::Hierarchical { .. } => (Arch::Dense, sensorae::param_count(Arch::Dense, n, h, z)),
+            _ => (arch, params.len()),
+        };
+        let (fine, rest) = params.split_at(fine_len.min(params.len()));
+        let hier = match arch {
+            Arch::Hierarchical {
+                block,
+                coarse_hidden,
+                coarse_latent,
+            } => Coarse::new(rest, n, block, coarse_hidden, coarse_latent).map(Box::new),
+            _ => None,
+        };
         // A checked view holds exactly `param_count` weights, so every `take` succeeds; the
         // zero layers below are never reached.
-        let (layers, codebook) = Self::layers(arch, &params, n, h, z).unwrap_or_else(|| {
+        let (layers, codebook) = Self::layers(fine_arch, fine, n, h, z).unwrap_or_else(|| {
             let zero = |rows, cols| Layer {
                 w: DMatrix::zeros(rows, cols),
                 b: vec![0.0; rows],
@@ -271,8 +326,15 @@ impl BatchScorer {
             hd.layers.output,
         ];
         Self {
+            // The hierarchical split and combination run between the layers, so its blocks
+            // take the portable path.
             #[cfg(target_arch = "x86_64")]
-            fast: fast::Fast::new([&encoder, &code, &decoder, &output], activations, z),
+            fast: if hier.is_none() {
+                fast::Fast::new([&encoder, &code, &decoder, &output], activations, z)
+            } else {
+                None
+            },
+            hier,
             arch,
             activations,
             scoring: hd.scoring,
@@ -327,7 +389,7 @@ impl BatchScorer {
             _ => Vec::new(),
         };
         let (decoder, output) = match arch {
-            Arch::Dense | Arch::Vae | Arch::VqVae { .. } => {
+            Arch::Dense | Arch::Vae | Arch::VqVae { .. } | Arch::Hierarchical { .. } => {
                 (take_layer(p, h, z)?, take_layer(p, n, h)?)
             }
             Arch::Tied => {
@@ -489,7 +551,11 @@ impl BatchScorer {
         let (h, zs) = (self.encoder.w.nrows(), self.code.w.nrows());
         let [a1, a2, a3, a4] = self.activations;
         let xs = x;
-        let x = DMatrixView::from_slice_with_strides(xs, n, b, 1, n);
+        if let Some(coarse) = self.hier.as_mut() {
+            coarse.split(xs, self.channels, n, b);
+        }
+        let fine_in = self.hier.as_ref().map_or(xs, |c| &c.fine_in[..n * b]);
+        let x = DMatrixView::from_slice_with_strides(fine_in, n, b, 1, n);
         self.encoder.forward(x, &mut self.h1, a1);
         let h1 = DMatrixView::from_slice_with_strides(&self.h1[..h * b], h, b, 1, h);
         self.code.forward(h1, &mut self.codes, a2);
@@ -499,6 +565,9 @@ impl BatchScorer {
         self.decoder.forward(code, &mut self.h2, a3);
         let h2 = DMatrixView::from_slice_with_strides(&self.h2[..h * b], h, b, 1, h);
         self.output.forward(h2, &mut self.xhat, a4);
+        if let Some(coarse) = self.hier.as_mut() {
+            coarse.run(self.activations, self.channels, n, b, &mut self.xhat);
+        }
         let finish = Finish {
             arch: self.arch,
             scoring: self.scoring,
@@ -514,6 +583,54 @@ impl BatchScorer {
             &mut self.channel_sums,
             &self.vq.distances,
         );
+    }
+}
+
+impl Coarse {
+    /// Block means (the coarse input) and fine parts (the fine input) of the `b` windows `x`.
+    fn split(&mut self, x: &[f32], channels: usize, n: usize, b: usize) {
+        let nc = self.means.len() / BLOCK;
+        let windows = x.chunks_exact(n.max(1)).take(b);
+        let means = self.means.chunks_exact_mut(nc.max(1));
+        for ((xw, m), f) in windows
+            .zip(means)
+            .zip(self.fine_in.chunks_exact_mut(n.max(1)))
+        {
+            let ok = sensorae::block_means(xw, channels, self.block, m)
+                .and_then(|()| sensorae::fine_part(xw, channels, self.block, m, f));
+            // The sizes come from a checked model; a miss would show as a NaN score.
+            if ok.is_none() {
+                f.fill(f32::NAN);
+            }
+        }
+    }
+
+    /// Runs the coarse path on the block means and combines it with the fine outputs in `xhat`.
+    fn run(
+        &mut self,
+        acts: [Activation; 4],
+        channels: usize,
+        n: usize,
+        b: usize,
+        xhat: &mut [f32],
+    ) {
+        let nc = self.means.len() / BLOCK;
+        let [encoder, code, decoder, output] = &self.layers;
+        let (h, z) = (encoder.w.nrows(), code.w.nrows());
+        fn view(s: &[f32], rows: usize, b: usize) -> DMatrixView<'_, f32, Dyn, Dyn> {
+            DMatrixView::from_slice_with_strides(&s[..rows * b], rows, b, 1, rows)
+        }
+        encoder.forward(view(&self.means, nc, b), &mut self.h1, acts[0]);
+        code.forward(view(&self.h1, h, b), &mut self.code, acts[1]);
+        decoder.forward(view(&self.code, z, b), &mut self.h2, acts[2]);
+        output.forward(view(&self.h2, h, b), &mut self.out, acts[3]);
+        let outs = xhat.chunks_exact_mut(n.max(1)).take(b);
+        let coarse = self.out.chunks_exact(nc.max(1));
+        for ((y, c), m) in outs.zip(coarse).zip(self.means.chunks_exact_mut(nc.max(1))) {
+            if sensorae::combine_scales(y, channels, self.block, c, self.gains, m).is_none() {
+                y.fill(f32::NAN);
+            }
+        }
     }
 }
 
@@ -1102,6 +1219,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Hierarchical models split each window and combine the two paths with the core's own
+    /// functions; every metric, aggregate and activation, a partial block, and the SKAB size.
+    #[test]
+    fn hierarchical_matches_the_detector() {
+        let mut rng = ChaCha8Rng::seed_from_u64(14);
+        let hier = |block| {
+            (
+                Variant::Hierarchical {
+                    block,
+                    coarse_hidden: 5,
+                    coarse_latent: 2,
+                },
+                false,
+            )
+        };
+        for metric in [ErrorMetric::Mse, ErrorMetric::Mae] {
+            for aggregate in AGGREGATES {
+                for (i, &act) in ACTIVATIONS.iter().enumerate() {
+                    let acts = [act, ACTIVATIONS[(i + 1) % 6], act, ACTIVATIONS[(i + 4) % 6]];
+                    let shape = (3, 6, 12, 4);
+                    let bytes = model(&mut rng, hier(3), metric, aggregate, shape, acts, 0.0);
+                    let data = rows(&mut rng, 300 + 5, 3);
+                    let reference = detector_scores(&bytes, &data, 3);
+                    for (path, mut scorer) in scorers(&bytes) {
+                        let batch = scorer.score(&scorer.windows(&data)).expect("whole windows");
+                        let what = format!("{path}: {metric:?} {aggregate:?} {acts:?}");
+                        assert_close(&batch, &reference, &what);
+                    }
+                }
+            }
+        }
+        let acts = [
+            Activation::Tanh,
+            Activation::Linear,
+            Activation::Tanh,
+            Activation::Linear,
+        ];
+        let shape = (8, 16, 32, 8);
+        let bytes = model(
+            &mut rng,
+            hier(4),
+            ErrorMetric::Mse,
+            Aggregate::MaxChannel,
+            shape,
+            acts,
+            0.0,
+        );
+        let data = rows(&mut rng, 200, 8);
+        let mut scorer = BatchScorer::from_bytes(&bytes).expect("model loads");
+        let batch = scorer.score(&scorer.windows(&data)).expect("whole windows");
+        assert_close(&batch, &detector_scores(&bytes, &data, 8), "SKAB size");
     }
 
     #[test]

@@ -364,3 +364,100 @@ fn vqvae_masked_and_structural_losses_train_from_the_command_line() {
     let o = run(&["--out", "x.snae", "--loss", "combined:1.5"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// The hierarchical variant through the command line: train with its sizes and per-scale
+/// weights, score a file, inspect the scales and gains; its knobs on another variant, a block
+/// that does not divide the window and the BCE loss are usage or setting errors.
+#[test]
+fn hierarchical_trains_scores_and_inspects_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut csv = String::from("a,b\n");
+    for t in 0..900 {
+        let x = t as f32 * 0.05;
+        csv.push_str(&format!(
+            "{},{}\n",
+            x.sin() + 0.2 * (7.0 * x).sin(),
+            x.cos()
+        ));
+    }
+    std::fs::write(dir.join("w.csv"), csv).unwrap();
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train", "--data", "w.csv", "--epochs", "3", "--quiet", "--window", "8",
+        ];
+        args.extend_from_slice(extra);
+        sensorae(&args, dir)
+    };
+    let o = train(&[
+        "--out",
+        "h.snae",
+        "--variant",
+        "hierarchical",
+        "--block",
+        "4",
+        "--coarse-hidden",
+        "6",
+        "--coarse-latent",
+        "2",
+        "--coarse-weight",
+        "1",
+        "--fine-weight",
+        "0.5",
+        "--fine-gain-penalty",
+        "0.01",
+        "--loss",
+        "combined:0.7:mae",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&sensorae(&["inspect", "h.snae"], dir));
+    assert!(
+        text.contains("hierarchical")
+            && text.contains("blocks of 4 steps = 4 -> 6 -> 2 -> 6 -> 4")
+            && text.contains("gains coarse"),
+        "{text}"
+    );
+    let o = sensorae(
+        &[
+            "score", "--model", "h.snae", "--data", "w.csv", "--out", "s.csv",
+        ],
+        dir,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let scores = std::fs::read_to_string(dir.join("s.csv")).unwrap();
+    // The first full window (row 7) has a finite score.
+    let row7 = scores.lines().nth(8).unwrap();
+    let score: f32 = row7.split(',').nth(1).unwrap().parse().unwrap();
+    assert!(score.is_finite() && score >= 0.0, "{row7}");
+    let o = train(&["--out", "x.snae", "--fine-weight", "0"]);
+    assert_fails(&o, 2, &["--fine-weight", "hierarchical"]);
+    let o = train(&["--out", "x.snae", "--variant", "vae", "--block", "2"]);
+    assert_fails(&o, 2, &["--block", "hierarchical"]);
+    let o = train(&[
+        "--out",
+        "x.snae",
+        "--variant",
+        "hierarchical",
+        "--block",
+        "3",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("block"),
+        "{}",
+        stderr(&o)
+    );
+    let o = train(&[
+        "--out",
+        "x.snae",
+        "--variant",
+        "hierarchical",
+        "--loss",
+        "bce",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("signed"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.join("x.snae").exists());
+}

@@ -22,6 +22,18 @@ fn model(arch: Arch, hop: u16) -> Vec<u8> {
                 codebook: u16::try_from(codebook).expect("small codebook"),
             };
         }
+        Arch::Hierarchical {
+            block,
+            coarse_hidden,
+            coarse_latent,
+        } => {
+            let small = |v: usize| u16::try_from(v).expect("small size");
+            header.variant = Variant::Hierarchical {
+                block: small(block),
+                coarse_hidden: small(coarse_hidden),
+                coarse_latent: small(coarse_latent),
+            };
+        }
     }
     header.scoring.kl_weight = 0.5;
     let channels: Vec<_> = (0..8).map(testing::channel).collect();
@@ -42,6 +54,11 @@ fn push_never_allocates_after_warm_up() {
         Arch::Tied,
         Arch::Vae,
         Arch::VqVae { codebook: 16 },
+        Arch::Hierarchical {
+            block: 4,
+            coarse_hidden: 16,
+            coarse_latent: 4,
+        },
     ] {
         for hop in [1, 4] {
             let mut d = DynDetector::from_bytes(&model(arch, hop)).expect("load");

@@ -273,6 +273,17 @@ pub fn default_options(variant: &str) -> Result<FitOptions> {
         // Hide half the channels: the model must predict channels from the others, which is
         // what a broken sensor relationship violates.
         "masked" => argv.extend(["--mask", "channel", "--mask-ratio", "0.5"]),
+        // Blocks of 4 of the 16 steps: the coarse path sees 4 means per channel (32 values),
+        // the fine path (the 32/8 network above) the rest; both errors weighted 1, so the
+        // objective is the plain MSE and the two scales differ only in their structure.
+        "hierarchical" => argv.extend([
+            "--block",
+            "4",
+            "--coarse-hidden",
+            "16",
+            "--coarse-latent",
+            "4",
+        ]),
         _ => {}
     }
     let w = Wrapper::try_parse_from(argv).map_err(|e| Error::Usage(e.to_string()))?;
@@ -288,7 +299,7 @@ pub struct SkabArgs {
     #[arg(long, default_value = "../shared/data/skab")]
     pub data: PathBuf,
     /// Variants to run, comma-separated: ae, sparse, denoising, contractive, vae, vqvae,
-    /// masked.
+    /// masked, hierarchical.
     #[arg(long, value_delimiter = ',', default_value = "ae")]
     pub variant: Vec<String>,
     /// One JSON object per line instead of a table.

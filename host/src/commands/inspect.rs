@@ -57,6 +57,29 @@ pub fn describe(view: &ModelView<'_>, file_bytes: usize) -> String {
             h.window.channels, h.window.length, h.window.hop, l.hidden, l.latent, l.hidden
         ),
     );
+    if let sensorae::Variant::Hierarchical {
+        block,
+        coarse_hidden,
+        coarse_latent,
+    } = h.variant
+    {
+        // The gains are the last two parameters, [g_c, g_f].
+        let gains: Vec<f32> = view
+            .weights()
+            .skip(p.saturating_sub(sensorae::GAINS))
+            .collect();
+        let nc = n / usize::from(block).max(1);
+        line(
+            "scales",
+            format!(
+                "fine (above) on the window minus its block means; coarse on the means of \
+                 blocks of {block} steps = {nc} -> {coarse_hidden} -> {coarse_latent} -> \
+                 {coarse_hidden} -> {nc}; gains coarse {:?}, fine {:?}",
+                gains.first().copied().unwrap_or(f32::NAN),
+                gains.get(1).copied().unwrap_or(f32::NAN),
+            ),
+        );
+    }
     line(
         "activations",
         format!(

@@ -108,6 +108,29 @@ pub struct TrainArgs {
     /// Masked: hide whole time steps (time) or whole channels (channel).
     #[arg(long, value_parser = parse_mask)]
     pub mask: Option<MaskAxis>,
+    /// Hierarchical: time steps per coarse block; the coarse part is each channel's mean
+    /// over a block, the fine part the rest (default 4; must divide --window).
+    #[arg(long)]
+    pub block: Option<u16>,
+    /// Hierarchical: hidden width of the coarse path (default 16).
+    #[arg(long)]
+    pub coarse_hidden: Option<u16>,
+    /// Hierarchical: code width of the coarse path (default 4; --latent is the fine code's).
+    #[arg(long)]
+    pub coarse_latent: Option<u16>,
+    /// Hierarchical: weight of the coarse reconstruction error (default 1).
+    #[arg(long)]
+    pub coarse_weight: Option<f32>,
+    /// Hierarchical: weight of the fine reconstruction error (default 1; 0 trains the coarse
+    /// structure alone).
+    #[arg(long)]
+    pub fine_weight: Option<f32>,
+    /// Hierarchical: weight of the coarse gain's square g_c^2 (default 0).
+    #[arg(long)]
+    pub coarse_gain_penalty: Option<f32>,
+    /// Hierarchical: weight of the fine gain's square g_f^2 (default 0).
+    #[arg(long)]
+    pub fine_gain_penalty: Option<f32>,
     /// Maximum epochs.
     #[arg(long, default_value_t = 60)]
     pub epochs: u32,
@@ -193,6 +216,13 @@ fn usage(what: &str, found: &str, expected: &str) -> String {
     format!("{what}: expected {expected}, found `{found}`")
 }
 
+/// `--variant hierarchical` before `--block`, `--coarse-hidden` and `--coarse-latent`.
+const HIERARCHICAL: Variant = Variant::Hierarchical {
+    block: 4,
+    coarse_hidden: 16,
+    coarse_latent: 4,
+};
+
 /// Parses a variant name.
 ///
 /// # Errors
@@ -208,11 +238,12 @@ pub fn parse_variant(s: &str) -> std::result::Result<Variant, String> {
         "masked" => Variant::Masked {
             mask: MaskAxis::Time,
         },
+        "hierarchical" => HIERARCHICAL,
         _ => {
             return Err(usage(
                 "variant",
                 s,
-                "ae, sparse, denoising, contractive, vae, vqvae or masked",
+                "ae, sparse, denoising, contractive, vae, vqvae, masked or hierarchical",
             ));
         }
     })
@@ -414,7 +445,48 @@ impl TrainArgs {
             only("mask", Variant::Masked { mask })?;
             variant = Variant::Masked { mask };
         }
+        if let Variant::Hierarchical {
+            block,
+            coarse_hidden,
+            coarse_latent,
+        } = variant
+        {
+            variant = Variant::Hierarchical {
+                block: self.block.unwrap_or(block),
+                coarse_hidden: self.coarse_hidden.unwrap_or(coarse_hidden),
+                coarse_latent: self.coarse_latent.unwrap_or(coarse_latent),
+            };
+        } else {
+            for (flag, set) in [
+                ("block", self.block.is_some()),
+                ("coarse-hidden", self.coarse_hidden.is_some()),
+                ("coarse-latent", self.coarse_latent.is_some()),
+            ] {
+                if set {
+                    only(flag, HIERARCHICAL)?;
+                }
+            }
+        }
         let mut t = TrainConfig::new(variant);
+        for (flag, value, slot) in [
+            ("coarse-weight", self.coarse_weight, &mut t.scales.coarse),
+            ("fine-weight", self.fine_weight, &mut t.scales.fine),
+            (
+                "coarse-gain-penalty",
+                self.coarse_gain_penalty,
+                &mut t.scales.coarse_gain,
+            ),
+            (
+                "fine-gain-penalty",
+                self.fine_gain_penalty,
+                &mut t.scales.fine_gain,
+            ),
+        ] {
+            if let Some(v) = value {
+                only(flag, HIERARCHICAL)?;
+                *slot = v;
+            }
+        }
         t.window = self.window;
         t.hop = self.hop;
         t.hidden = self.hidden;

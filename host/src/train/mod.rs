@@ -96,6 +96,33 @@ pub struct Sparsity {
     pub beta: f32,
 }
 
+/// The hierarchical autoencoder's per-scale weights: the seed's "weight each scale's
+/// reconstruction error and gain differently". The objective is `coarse * (mean error of the
+/// block means) + fine * (mean error of the fine part) + coarse_gain * g_c^2 + fine_gain *
+/// g_f^2`; with MSE, [`Scales::EVEN`] makes it the detector's mean score. A fine weight of 0
+/// trains the coarse structure alone; a small one makes fine detail a secondary correction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scales {
+    /// Weight of the coarse reconstruction error (`>= 0`).
+    pub coarse: f32,
+    /// Weight of the fine reconstruction error (`>= 0`; `coarse + fine > 0`).
+    pub fine: f32,
+    /// Weight of `g_c^2` (`>= 0`).
+    pub coarse_gain: f32,
+    /// Weight of `g_f^2` (`>= 0`).
+    pub fine_gain: f32,
+}
+
+impl Scales {
+    /// Both errors weighted 1, no gain penalty.
+    pub const EVEN: Scales = Scales {
+        coarse: 1.0,
+        fine: 1.0,
+        coarse_gain: 0.0,
+        fine_gain: 0.0,
+    };
+}
+
 /// Optimiser.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Optimizer {
@@ -183,6 +210,9 @@ pub struct TrainConfig {
     /// Masked autoencoder: share of the time steps or channels (the variant's axis) hidden in
     /// each training window, in `(0, 1)`; at least one and, with more than one, never all.
     pub mask_ratio: f32,
+    /// Hierarchical: the weight of each scale's reconstruction error and gain (anything but
+    /// [`Scales::EVEN`] only for `Variant::Hierarchical`).
+    pub scales: Scales,
     /// Maximum number of passes over the training windows (>= 1).
     pub epochs: u32,
     /// Windows per mini-batch (>= 1).
@@ -231,6 +261,7 @@ impl Default for TrainConfig {
             kl_warmup_epochs: 0,
             commitment: 0.0,
             mask_ratio: 0.0,
+            scales: Scales::EVEN,
             epochs: 50,
             batch: 32,
             lr: 1e-3,
@@ -280,6 +311,7 @@ impl TrainConfig {
                 mask_ratio: 0.5,
                 ..base
             },
+            Variant::Hierarchical { .. } => base,
         }
     }
 
@@ -404,6 +436,7 @@ impl TrainConfig {
         check(masked || self.mask_ratio == 0.0, || {
             bad("variant", self.variant, "Masked when mask_ratio is set")
         })?;
+        self.validate_hierarchical(w)?;
         check(fin(self.weight_decay) && self.weight_decay >= 0.0, || {
             bad("weight_decay", self.weight_decay, "finite and >= 0")
         })?;
@@ -519,6 +552,75 @@ impl TrainConfig {
         check(fin(self.bias_init), || {
             bad("bias_init", self.bias_init, "finite")
         })?;
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    /// The hierarchical variant's sizes and weights, and that no other variant sets weights.
+    fn validate_hierarchical(&self, window: usize) -> Result<(), TrainError> {
+        let bad = |knob: &'static str, value: String, allowed: &'static str| TrainError::Config {
+            knob,
+            value,
+            allowed,
+        };
+        let Variant::Hierarchical {
+            block,
+            coarse_hidden,
+            coarse_latent,
+        } = self.variant
+        else {
+            return if self.scales == Scales::EVEN {
+                Ok(())
+            } else {
+                Err(bad(
+                    "variant",
+                    format!("{:?}", self.variant),
+                    "Hierarchical when per-scale weights are set",
+                ))
+            };
+        };
+        let block = usize::from(block);
+        if block < sensorae::MIN_BLOCK || !window.is_multiple_of(block) {
+            return Err(bad(
+                "block",
+                block.to_string(),
+                "at least 2 time steps, dividing the window",
+            ));
+        }
+        for (knob, v) in [
+            ("coarse_hidden", coarse_hidden),
+            ("coarse_latent", coarse_latent),
+        ] {
+            if !(1..=MAX_WIDTH).contains(&usize::from(v)) {
+                return Err(bad(knob, v.to_string(), "1 to 8192"));
+            }
+        }
+        if self.tied {
+            return Err(bad(
+                "tied",
+                "true".into(),
+                "false for the hierarchical variant",
+            ));
+        }
+        // The fine part is signed (its block means are 0), so it is no probability to
+        // take a cross-entropy of.
+        if self.loss == ErrorMetric::Bce {
+            return Err(bad(
+                "loss",
+                "Bce".into(),
+                "Mse or Mae for the hierarchical variant (its fine part is signed)",
+            ));
+        }
+        let s = self.scales;
+        let weights = [s.coarse, s.fine, s.coarse_gain, s.fine_gain];
+        if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || s.coarse + s.fine <= 0.0 {
+            return Err(bad(
+                "scales",
+                format!("{s:?}"),
+                "finite weights >= 0, coarse + fine > 0",
+            ));
+        }
         Ok(())
     }
 }
@@ -834,7 +936,9 @@ fn relu_family(a: Activation) -> bool {
 }
 
 /// Initial parameters: Glorot-uniform weights for tanh, sigmoid and linear layers, He-uniform
-/// (scaled for the leaky slope) for ReLU-family layers; `bias_init` on ReLU-family biases.
+/// (scaled for the leaky slope) for ReLU-family layers; `bias_init` on ReLU-family biases. A
+/// hierarchical model's coarse network is drawn the same way after the fine one, and its gains
+/// start at 1.
 fn init_params<T: Float>(
     lay: &Layout,
     acts: [Activation; 4],
@@ -842,6 +946,24 @@ fn init_params<T: Float>(
     rng: &mut ChaCha8Rng,
 ) -> Vec<T> {
     let mut p = vec![T::of(0.0); lay.total];
+    init_network(&mut p, lay, acts, bias_init, rng);
+    if let Some(hier) = &lay.hier {
+        init_network(&mut p, &hier.coarse, acts, bias_init, rng);
+        p[hier.gains.clone()]
+            .iter_mut()
+            .for_each(|g| *g = T::of(1.0));
+    }
+    p
+}
+
+/// [`init_params`] for the tensors of one network.
+fn init_network<T: Float>(
+    p: &mut [T],
+    lay: &Layout,
+    acts: [Activation; 4],
+    bias_init: f32,
+    rng: &mut ChaCha8Rng,
+) {
     let (n, h, z) = (lay.n, lay.h, lay.z);
     let code = if lay.arch == Arch::Vae {
         Activation::Linear
@@ -881,7 +1003,6 @@ fn init_params<T: Float>(
                 .for_each(|v| *v = T::of(f64::from(bias_init)));
         }
     }
-    p
 }
 
 /// Corrupts one normalised window (`x[t * C + c]`) for the denoising autoencoder.
@@ -1119,7 +1240,7 @@ fn fit<T: Float>(
     let (c, n) = (prep.channels, prep.channels * window);
     let (h, z) = (cfg.hidden as usize, cfg.latent as usize);
     let arch = cfg.arch();
-    let lay = Layout::new(arch, n, h, z);
+    let lay = Layout::new(arch, c, n, h, z);
     let acts = [cfg.encoder_hidden, cfg.code, cfg.decoder_hidden, cfg.output];
     let spec = Spec {
         acts: acts.map(Act::new),
@@ -1134,6 +1255,12 @@ fn fit<T: Float>(
         contractive: of(cfg.contractive),
         kl: T::of(0.0),
         commitment: of(cfg.commitment),
+        scales: net::ScaleWeights {
+            coarse: of(cfg.scales.coarse),
+            fine: of(cfg.scales.fine),
+            coarse_gain: of(cfg.scales.coarse_gain),
+            fine_gain: of(cfg.scales.fine_gain),
+        },
     };
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut gauss = Gauss { spare: None };
@@ -1175,6 +1302,7 @@ fn fit<T: Float>(
     let batches = u32::try_from(order.len().div_ceil(cap)).unwrap_or(u32::MAX);
     let clip = cfg.clip_norm.map(of);
     let regularised = denoising
+        || lay.hier.is_some()
         || masking.is_some()
         || lay.k > 0
         || cfg.ssim_alpha.is_some()
@@ -1471,7 +1599,7 @@ mod tests {
             model.layers.hidden as usize,
             model.layers.latent as usize,
         );
-        let lay = Layout::new(model.arch(), n, h, z);
+        let lay = Layout::new(model.arch(), c, n, h, z);
         let l = model.layers;
         let spec = Spec {
             acts: [l.encoder_hidden, l.code, l.decoder_hidden, l.output].map(Act::<f32>::new),
@@ -1653,6 +1781,211 @@ mod tests {
         assert!(distances.iter().any(|&d| d > 0.0));
     }
 
+    fn hierarchical(block: u16) -> Variant {
+        Variant::Hierarchical {
+            block,
+            coarse_hidden: 16,
+            coarse_latent: 4,
+        }
+    }
+
+    /// The detector's score of a hierarchical model is the trainer's own forward pass and
+    /// reconstruction loss (the per-window mean error of the combined reconstruction).
+    #[test]
+    fn hierarchical_detector_scores_equal_the_trainers_forward() {
+        let (data, names, _) = skab();
+        let rows = &data[..200 * names.len()];
+        let cases = [
+            TrainConfig {
+                epochs: 3,
+                ..quick(hierarchical(4))
+            },
+            TrainConfig {
+                epochs: 3,
+                loss: ErrorMetric::Mae,
+                ssim_alpha: Some(0.5),
+                encoder_hidden: Activation::Relu,
+                scales: Scales {
+                    coarse: 2.0,
+                    fine: 0.5,
+                    coarse_gain: 0.1,
+                    fine_gain: 0.1,
+                },
+                weight_decay: 1e-4,
+                ..quick(hierarchical(8))
+            },
+        ];
+        for cfg in cases {
+            let model = train(rows, &names, &cfg, &mut |_| {}).unwrap();
+            assert_eq!(model.params.len(), model.arch_param_count());
+            let probe = &data[300 * names.len()..360 * names.len()];
+            let device = detector_scores(&model, probe);
+            let host = trainer_scores(&model, probe);
+            assert_eq!(device.len(), 60 - 16 + 1);
+            assert_eq!(device.len(), host.len());
+            for (d, h) in device.iter().zip(&host) {
+                assert!(
+                    (d - h).abs() <= 1e-5 * h.abs().max(1e-3),
+                    "{:?}: {d} vs {h}",
+                    cfg.variant
+                );
+            }
+        }
+    }
+
+    /// Mean squared error of the coarse part (block means) and of the fine part of the
+    /// reconstruction, and the mean energy of each part of the windows, over `data`.
+    fn scale_errors(model: &TrainedModel, data: &[f32]) -> [f64; 4] {
+        let Variant::Hierarchical { block, .. } = model.variant else {
+            panic!("not hierarchical");
+        };
+        let (c, b) = (model.channels.len(), usize::from(block));
+        let split = |v: &[f32]| {
+            let steps = v.len() / c;
+            let mut means = vec![0.0f64; (steps / b) * c];
+            for (i, &e) in v.iter().enumerate() {
+                means[(i / c) / b * c + i % c] += f64::from(e) / b as f64;
+            }
+            let fine: Vec<f64> = (0..v.len())
+                .map(|i| f64::from(v[i]) - means[(i / c) / b * c + i % c])
+                .collect();
+            (means, fine)
+        };
+        let sums = per_window(model, data, |spec, lay, ws, x| {
+            net::eval_loss(spec, lay, &model.params, ws, x, 1);
+            let xhat = ws.scales(1).0.to_vec();
+            let ((mx, fx), (my, fy)) = (split(x), split(&xhat));
+            let sq = |a: &[f64], b: &[f64]| -> f64 {
+                a.iter().zip(b).map(|(p, q)| (p - q).powi(2)).sum::<f64>() / a.len() as f64
+            };
+            let zeros = vec![0.0; fx.len()];
+            [
+                sq(&mx, &my),
+                sq(&fx, &fy),
+                sq(&mx, &zeros[..mx.len()]),
+                sq(&fx, &zeros),
+            ]
+        });
+        let mut total = [0.0; 4];
+        for s in &sums {
+            for (t, v) in total.iter_mut().zip(s) {
+                *t += v / sums.len() as f64;
+            }
+        }
+        total
+    }
+
+    /// The scale weights steer what the model learns: with the fine error weighted 0 and the
+    /// fine gain penalised, the fine gain goes to 0 and the model reconstructs the coarse part
+    /// only (its fine error is the fine part's whole energy); with even weights it
+    /// reconstructs both.
+    #[test]
+    fn hierarchical_scale_weights_steer_the_reconstruction() {
+        let (data, names, _) = skab();
+        let rows = &data[..TRAIN_ROWS * names.len()];
+        let base = TrainConfig {
+            epochs: 40,
+            ..quick(hierarchical(4))
+        };
+        let coarse_only = TrainConfig {
+            scales: Scales {
+                fine: 0.0,
+                fine_gain: 1.0,
+                ..Scales::EVEN
+            },
+            ..base.clone()
+        };
+        let probe = &data[..TRAIN_ROWS * names.len()];
+        let gains = |m: &TrainedModel| {
+            let p = &m.params;
+            (p[p.len() - 2], p[p.len() - 1])
+        };
+        let even = train(rows, &names, &base, &mut |_| {}).unwrap();
+        let only = train(rows, &names, &coarse_only, &mut |_| {}).unwrap();
+        let [ec, ef, energy_c, energy_f] = scale_errors(&even, probe);
+        let [oc, of, _, _] = scale_errors(&only, probe);
+        assert!(energy_f > 1e-3 && energy_c > 1e-3, "{energy_c} {energy_f}");
+        // Measured on valve1/0: fine gain 1.09 -> 0.18; fine error 0.348 (even) and 0.456
+        // (coarse only) of a fine energy 0.455; coarse error 0.166 and 0.161 of 0.631.
+        let ((_, g_even), (_, g_only)) = (gains(&even), gains(&only));
+        assert!(
+            g_only.abs() < 0.25 && g_even > 0.5,
+            "fine gains {g_even} {g_only}"
+        );
+        assert!(
+            (of - energy_f).abs() < 0.01 * energy_f,
+            "{of} vs {energy_f}"
+        );
+        assert!(oc < 0.5 * energy_c, "coarse error {oc} of {energy_c}");
+        assert!(ef < 0.85 * energy_f, "even: fine error {ef} of {energy_f}");
+        assert!(ec < 0.5 * energy_c, "even: coarse error {ec} of {energy_c}");
+    }
+
+    #[test]
+    fn hierarchical_settings_are_checked() {
+        let bad = |cfg: TrainConfig| match cfg.validate(8) {
+            Err(TrainError::Config { knob, .. }) => knob,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(bad(quick(hierarchical(3))), "block");
+        assert_eq!(bad(quick(hierarchical(1))), "block");
+        assert_eq!(
+            bad(TrainConfig {
+                tied: true,
+                ..quick(hierarchical(4))
+            }),
+            "tied"
+        );
+        assert_eq!(
+            bad(TrainConfig {
+                loss: ErrorMetric::Bce,
+                output: Activation::Sigmoid,
+                scaling: Some(sensorae::Scaling::MinMax),
+                ..quick(hierarchical(4))
+            }),
+            "loss"
+        );
+        let scales = |s: Scales| TrainConfig {
+            scales: s,
+            ..quick(hierarchical(4))
+        };
+        for s in [
+            Scales {
+                coarse: 0.0,
+                fine: 0.0,
+                ..Scales::EVEN
+            },
+            Scales {
+                coarse: -1.0,
+                ..Scales::EVEN
+            },
+            Scales {
+                fine_gain: f32::NAN,
+                ..Scales::EVEN
+            },
+        ] {
+            assert_eq!(bad(scales(s)), "scales");
+        }
+        assert_eq!(
+            bad(TrainConfig {
+                scales: Scales {
+                    fine: 0.5,
+                    ..Scales::EVEN
+                },
+                ..quick(Variant::Plain)
+            }),
+            "variant"
+        );
+        assert!(
+            scales(Scales {
+                fine: 0.0,
+                ..Scales::EVEN
+            })
+            .validate(8)
+            .is_ok()
+        );
+    }
+
     #[test]
     fn masked_and_ssim_variants_learn_skab_and_score_anomalies_higher() {
         let cases = [
@@ -1663,6 +1996,7 @@ mod tests {
                 mask: MaskAxis::Time,
             }),
             quick(Variant::VqVae { codebook: 16 }),
+            quick(hierarchical(4)),
             TrainConfig {
                 ssim_alpha: Some(0.5),
                 ..quick(Variant::Plain)
@@ -1755,7 +2089,7 @@ mod tests {
             model.layers.hidden as usize,
             model.layers.latent as usize,
         );
-        let lay = Layout::new(model.arch(), n, h, z);
+        let lay = Layout::new(model.arch(), c, n, h, z);
         let l = model.layers;
         let spec = Spec {
             acts: [l.encoder_hidden, l.code, l.decoder_hidden, l.output].map(Act::<f32>::new),
@@ -1841,7 +2175,7 @@ mod tests {
             let prep = prep::prepare(rows, &names_of(model), w, 1, 0.0, model.scaling).unwrap();
             let l = model.layers;
             let (n, h, z) = (8 * w, l.hidden as usize, l.latent as usize);
-            let lay = Layout::new(model.arch(), n, h, z);
+            let lay = Layout::new(model.arch(), 8, n, h, z);
             let spec = Spec {
                 acts: [l.encoder_hidden, l.code, l.decoder_hidden, l.output].map(Act::<f32>::new),
                 loss: model.loss,
@@ -1892,7 +2226,7 @@ mod tests {
             model.layers.latent as usize,
         );
         let prep = prep::prepare(rows, &names_of(model), w, 1, 0.2, model.scaling).unwrap();
-        let lay = Layout::new(model.arch(), n, h, z);
+        let lay = Layout::new(model.arch(), 8, n, h, z);
         let l = model.layers;
         let spec = Spec {
             acts: [l.encoder_hidden, l.code, l.decoder_hidden, l.output].map(Act::<f32>::new),

@@ -13,6 +13,10 @@ use sensorae::{Activation, Arch, ErrorMetric, LOGVAR_CLAMP};
 
 use super::ssim::Ssim;
 
+mod hier;
+
+pub(crate) use hier::{Hier, ScaleWeights};
+
 /// The float type the maths runs in.
 pub(crate) trait Float: RealField + Copy {
     fn of(x: f64) -> Self;
@@ -205,11 +209,40 @@ pub(crate) struct Layout {
     pub w4: Range<usize>,
     pub b4: Range<usize>,
     pub total: usize,
+    /// Hierarchical models: the coarse path and the gains, after the fine path that the fields
+    /// above describe (a dense network on the fine part).
+    pub hier: Option<Box<Hier>>,
 }
 
 impl Layout {
-    pub(crate) fn new(arch: Arch, n: usize, h: usize, z: usize) -> Self {
-        let mut at = 0;
+    /// The layout of `arch` for windows of `channels` channels, N inputs, H hidden and Z code.
+    pub(crate) fn new(arch: Arch, channels: usize, n: usize, h: usize, z: usize) -> Self {
+        let mut lay = Layout::starting_at(arch, n, h, z, 0);
+        if let Arch::Hierarchical {
+            block,
+            coarse_hidden,
+            coarse_latent,
+        } = arch
+        {
+            let nc = n / block.max(1);
+            let coarse =
+                Layout::starting_at(Arch::Dense, nc, coarse_hidden, coarse_latent, lay.total);
+            let gains = coarse.total..coarse.total + sensorae::GAINS;
+            lay.total = gains.end;
+            lay.hier = Some(Box::new(Hier {
+                block,
+                channels,
+                coarse,
+                gains,
+            }));
+        }
+        lay
+    }
+
+    /// One network's tensors from parameter `start` on (a hierarchical model's fine path, or
+    /// its coarse path as a dense network).
+    fn starting_at(arch: Arch, n: usize, h: usize, z: usize, start: usize) -> Self {
+        let mut at = start;
         let mut next = |len: usize| {
             let r = at..at + len;
             at += len;
@@ -253,6 +286,7 @@ impl Layout {
             w4,
             b4,
             total: at,
+            hier: None,
         }
     }
 
@@ -293,6 +327,8 @@ pub(crate) struct Penalties<T> {
     pub kl: T,
     /// VQ-VAE: commitment weight beta of `(||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2) / N`.
     pub commitment: T,
+    /// Hierarchical: the weights of each scale's reconstruction error and gain.
+    pub scales: ScaleWeights<T>,
 }
 
 impl<T: Float> Penalties<T> {
@@ -305,6 +341,7 @@ impl<T: Float> Penalties<T> {
             contractive: T::of(0.0),
             kl: T::of(0.0),
             commitment: T::of(0.0),
+            scales: ScaleWeights::even(),
         }
     }
 }
@@ -351,6 +388,9 @@ pub(crate) struct Workspace<T> {
     u: Vec<T>,
     v: Vec<T>,
     uc: Vec<T>,
+    /// Hierarchical models: the coarse path and the combination (the fields above serve the
+    /// fine path).
+    hier: Option<Box<hier::HierWorkspace<T>>>,
 }
 
 impl<T: Float> Workspace<T> {
@@ -384,6 +424,10 @@ impl<T: Float> Workspace<T> {
             u: buf(cz),
             v: buf(cz),
             uc: buf(cz),
+            hier: layout
+                .hier
+                .as_ref()
+                .map(|hier| Box::new(hier::HierWorkspace::new(hier, n, cap))),
         }
     }
 
@@ -530,6 +574,22 @@ pub(crate) struct Batch<'a, T> {
 
 /// Runs the forward pass into the workspace.
 pub(crate) fn forward<T: Float>(
+    spec: &Spec<T>,
+    lay: &Layout,
+    p: &[T],
+    ws: &mut Workspace<T>,
+    input: &[T],
+    eps: Option<&[T]>,
+    cols: usize,
+) {
+    match &lay.hier {
+        Some(hier) => hier::forward(spec, lay, hier, p, ws, input, cols),
+        None => forward_network(spec, lay, p, ws, input, eps, cols),
+    }
+}
+
+/// The forward pass of one network (`lay`'s fields, whatever `lay.hier` says).
+fn forward_network<T: Float>(
     spec: &Spec<T>,
     lay: &Layout,
     p: &[T],
@@ -732,6 +792,9 @@ pub(crate) fn eval_loss<T: Float>(
     input: &[T],
     cols: usize,
 ) -> T {
+    if let Some(hier) = &lay.hier {
+        return hier::eval_loss(spec, lay, hier, p, ws, input, cols);
+    }
     forward(spec, lay, p, ws, input, None, cols);
     recon_loss(spec, lay.n, ws, input, None, cols, false, false)
 }
@@ -746,16 +809,62 @@ pub(crate) fn loss_and_grad<T: Float>(
     batch: Batch<'_, T>,
     grad: &mut [T],
 ) -> Parts<T> {
-    let (n, h, z, b) = (lay.n, lay.h, lay.z, batch.cols);
+    if let Some(hier) = &lay.hier {
+        return hier::loss_and_grad(spec, lay, hier, pen, p, ws, batch, grad);
+    }
+    grad.iter_mut().for_each(|g| *g = T::of(0.0));
+    forward(spec, lay, p, ws, batch.input, batch.eps, batch.cols);
+    let recon = recon_loss(
+        spec,
+        lay.n,
+        ws,
+        batch.target,
+        batch.mask,
+        batch.cols,
+        true,
+        true,
+    );
+    let mut parts = backprop(
+        spec,
+        lay,
+        pen,
+        p,
+        ws,
+        batch.input,
+        batch.eps,
+        batch.cols,
+        grad,
+    );
+    parts.objective += recon;
+    parts.recon = recon;
+    parts
+}
+
+/// The backward pass of one dense-family network (`lay`'s encoder and decoder), from
+/// `ws.g_out` = dL/d(output pre-activation) of the last forward pass on `input`, adding the
+/// parameter gradients into `grad` (zeroed by the caller). `eps`: the VAE's draws, when it
+/// decoded a sample.
+/// Returns the penalty terms this network adds (`recon` 0): the VAE's KL, the VQ-VAE's
+/// codebook and commitment losses, L1, KL sparsity, the contractive penalty and weight decay.
+#[allow(clippy::too_many_arguments)] // reason: two callers; each argument is one buffer
+pub(crate) fn backprop<T: Float>(
+    spec: &Spec<T>,
+    lay: &Layout,
+    pen: &Penalties<T>,
+    p: &[T],
+    ws: &mut Workspace<T>,
+    input: &[T],
+    eps: Option<&[T]>,
+    b: usize,
+    grad: &mut [T],
+) -> Parts<T> {
+    let (n, h, z) = (lay.n, lay.h, lay.z);
     let (zero, one, half) = (T::of(0.0), T::of(1.0), T::of(0.5));
     let inv_b = one / T::of(b as f64);
     let [a1, a2, a3, _] = spec.acts;
     let vae = lay.arch == Arch::Vae;
     let tied = lay.arch == Arch::Tied;
-    grad.iter_mut().for_each(|g| *g = zero);
-    forward(spec, lay, p, ws, batch.input, batch.eps, b);
-    let recon = recon_loss(spec, n, ws, batch.target, batch.mask, b, true, true);
-    let mut objective = recon;
+    let mut objective = zero;
     let mut kl = zero;
     let mut code_distance = zero;
 
@@ -788,7 +897,7 @@ pub(crate) fn loss_and_grad<T: Float>(
     add_row_sums(&mut grad[lay.b3.clone()], &ws.g_h2, h, b);
     let decoder_in: &[T] = if lay.k > 0 {
         &ws.quant
-    } else if vae && batch.eps.is_some() {
+    } else if vae && eps.is_some() {
         &ws.sample
     } else {
         &ws.code
@@ -829,7 +938,7 @@ pub(crate) fn loss_and_grad<T: Float>(
             kl += half * (mu * mu + var - lvc - one);
             let dz = ws.g_code[i];
             let mut g_lv = zero;
-            if let Some(eps) = batch.eps {
+            if let Some(eps) = eps {
                 // z = mu + exp(lv / 2) * eps.
                 g_lv = dz * half * (half * lvc).fexp() * eps[i];
             }
@@ -899,7 +1008,7 @@ pub(crate) fn loss_and_grad<T: Float>(
         contractive_hidden_term(lay, a1, p, ws, b);
     }
     let gw1 = &mut grad[lay.w1.clone()];
-    gemm(gw1, one, m(&ws.g_h1, h, b), mt(batch.input, n, b), one);
+    gemm(gw1, one, m(&ws.g_h1, h, b), mt(input, n, b), one);
     add_row_sums(&mut grad[lay.b1.clone()], &ws.g_h1, h, b);
 
     if pen.weight_decay > zero {
@@ -915,7 +1024,7 @@ pub(crate) fn loss_and_grad<T: Float>(
     }
     Parts {
         objective,
-        recon,
+        recon: zero,
         kl,
         code_distance,
     }
@@ -1146,6 +1255,8 @@ mod tests {
         ssim: Option<f64>,
         /// Masked autoencoder: hide about half the entries and score only those.
         masked: bool,
+        /// Hierarchical: coarse and fine error weights, coarse and fine gain penalties.
+        scales: [f64; 4],
         /// N, H, Z, batch.
         dims: [usize; 4],
     }
@@ -1163,7 +1274,14 @@ mod tests {
         sample: false,
         ssim: None,
         masked: false,
+        scales: [1.0, 1.0, 0.0, 0.0],
         dims: [N, H, Z, B],
+    };
+    /// Two channels of 4 steps (N = 8), blocks of 2: 4 block means into a 3 -> 2 coarse path.
+    const HIER: Arch = Arch::Hierarchical {
+        block: 2,
+        coarse_hidden: 3,
+        coarse_latent: 2,
     };
 
     struct Problem {
@@ -1182,7 +1300,7 @@ mod tests {
     fn problem(c: Case, seed: u64) -> Problem {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let [n, h, z, b] = c.dims;
-        let lay = Layout::new(c.arch, n, h, z);
+        let lay = Layout::new(c.arch, 2, n, h, z);
         let params: Vec<f64> = (0..lay.total)
             .map(|_| rng.random_range(-0.8..0.8))
             .collect();
@@ -1237,6 +1355,12 @@ mod tests {
                 contractive: c.contractive,
                 kl: c.kl,
                 commitment: 0.0,
+                scales: ScaleWeights {
+                    coarse: c.scales[0],
+                    fine: c.scales[1],
+                    coarse_gain: c.scales[2],
+                    fine_gain: c.scales[3],
+                },
             },
             params,
             input,
@@ -1365,6 +1489,73 @@ mod tests {
         soft_threshold_contractive: Case { contractive: 0.5, acts: [A::Tanh, SOFT, A::Tanh, A::Linear], ..BASE };
         masked_mse: Case { masked: true, ..BASE };
         masked_bce_ssim: Case { masked: true, ssim: Some(0.5), loss: ErrorMetric::Bce, acts: [A::Tanh, A::Linear, A::Tanh, A::Sigmoid], ..BASE };
+        hierarchical_mse: Case { arch: HIER, ..BASE };
+        hierarchical_weighted_scales_and_gain_penalties: Case { arch: HIER, scales: [0.7, 0.2, 0.3, 0.9], wd: 0.1, ..BASE };
+        hierarchical_fine_weight_zero: Case { arch: HIER, scales: [1.0, 0.0, 0.0, 0.5], ..BASE };
+        hierarchical_mae_tanh_output: Case { arch: HIER, loss: ErrorMetric::Mae, acts: [A::Tanh; 4], ..BASE };
+        hierarchical_ssim_combined: Case { arch: HIER, ssim: Some(0.4), acts: [LEAKY, SOFT, A::Sigmoid, A::Tanh], ..BASE };
+        hierarchical_single_window: Case { arch: HIER, scales: [0.5, 2.0, 0.1, 0.1], dims: [8, 3, 2, 1], ..BASE };
+    }
+
+    /// The coarse and fine parts of the reconstruction are orthogonal: the projected fine
+    /// output has zero block means, so the reconstruction's block means are the coarse path's
+    /// output times its gain, and the fine part is the gained projection.
+    #[test]
+    fn hierarchical_parts_are_orthogonal() {
+        let pb = problem(Case { arch: HIER, ..BASE }, 3);
+        let mut ws = Workspace::new(&pb.lay, B, false);
+        forward(&pb.spec, &pb.lay, &pb.params, &mut ws, &pb.input, None, B);
+        let hier = pb.lay.hier.as_deref().unwrap();
+        let (g_c, g_f) = (pb.params[hier.gains.start], pb.params[hier.gains.start + 1]);
+        let (out, dec_c, proj) = ws.scales(B);
+        // Two channels, blocks of 2 steps: entries (t, c) at t * 2 + c, 4 steps per window.
+        let block_mean = |v: &[f64], col: usize, k: usize, c: usize| {
+            let w = &v[col * N..(col + 1) * N];
+            (w[(2 * k) * 2 + c] + w[(2 * k + 1) * 2 + c]) / 2.0
+        };
+        let mut energy = 0.0f64;
+        for col in 0..B {
+            for k in 0..2 {
+                for c in 0..2 {
+                    assert!(block_mean(proj, col, k, c).abs() < 1e-12);
+                    let coarse = g_c * dec_c[col * 4 + k * 2 + c];
+                    assert!((block_mean(out, col, k, c) - coarse).abs() < 1e-12);
+                }
+            }
+            for i in 0..N {
+                let t = i / 2;
+                let coarse = g_c * dec_c[col * 4 + (t / 2) * 2 + i % 2];
+                let fine = out[col * N + i] - coarse;
+                assert!((fine - g_f * proj[col * N + i]).abs() < 1e-12);
+                energy += fine * fine;
+            }
+        }
+        assert!(energy > 1e-3, "a fine part to test: {energy}");
+    }
+
+    /// With MSE and even weights, the objective is the plain mean squared error of the
+    /// reconstruction (Pythagoras over the two orthogonal parts), i.e. the detector's score.
+    #[test]
+    fn hierarchical_even_mse_objective_is_the_reconstruction_mse() {
+        let pb = problem(Case { arch: HIER, ..BASE }, 5);
+        let mut ws = Workspace::new(&pb.lay, B, false);
+        let mut grad = vec![0.0; pb.lay.total];
+        let parts = objective(&pb, &pb.params, &mut ws, &mut grad);
+        let (out, _, _) = ws.scales(B);
+        let mse = out
+            .iter()
+            .zip(&pb.target)
+            .map(|(y, t)| (y - t).powi(2))
+            .sum::<f64>()
+            / (N * B) as f64;
+        assert!(
+            (parts.objective - mse).abs() < 1e-12,
+            "{} vs {mse}",
+            parts.objective
+        );
+        assert!(
+            (eval_loss(&pb.spec, &pb.lay, &pb.params, &mut ws, &pb.input, B) - mse).abs() < 1e-12
+        );
     }
 
     /// The Gram-matrix penalty equals the Frobenius norm of the explicitly built Jacobian
@@ -1576,11 +1767,23 @@ mod tests {
             Arch::Vae,
             Arch::VqVae { codebook: 16 },
         ] {
-            let lay = Layout::new(arch, 128, 64, 8);
+            let lay = Layout::new(arch, 2, 128, 64, 8);
             assert_eq!(lay.total, sensorae::param_count(arch, 128, 64, 8));
             assert_eq!(lay.w1, 0..64 * 128);
             assert_eq!(lay.b4.end, lay.total);
         }
+        let hier = Arch::Hierarchical {
+            block: 4,
+            coarse_hidden: 16,
+            coarse_latent: 4,
+        };
+        let lay = Layout::new(hier, 8, 128, 64, 8);
+        assert_eq!(lay.total, sensorae::param_count(hier, 128, 64, 8));
+        let fine = sensorae::param_count(Arch::Dense, 128, 64, 8);
+        let h = lay.hier.as_deref().unwrap();
+        assert_eq!((lay.b4.end, h.coarse.w1.start), (fine, fine));
+        assert_eq!(h.coarse.n, 32);
+        assert_eq!(h.gains, lay.total - 2..lay.total);
     }
 
     #[test]
