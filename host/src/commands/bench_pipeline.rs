@@ -92,7 +92,7 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
     /// Capacity of each worker's queue, in samples.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = crate::pipeline::DEFAULT_QUEUE)]
     pub queue: usize,
     /// Which verdicts become records for the (counting) sink.
     #[arg(long, value_enum, default_value = "scored")]

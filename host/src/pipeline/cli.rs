@@ -77,8 +77,8 @@ pub struct StreamArgs {
     /// Worker threads.
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub workers: usize,
-    /// Queue capacity per worker, in samples.
-    #[arg(long, value_name = "N", default_value_t = 4096)]
+    /// Queue capacity per worker, in samples (see `Builder::queue`).
+    #[arg(long, value_name = "N", default_value_t = super::DEFAULT_QUEUE)]
     pub queue: usize,
     /// Most samples per batch sent to a worker.
     #[arg(long, value_name = "N", default_value_t = 64)]
