@@ -67,6 +67,27 @@ pub struct BenchRow {
     pub mar: f64,
 }
 
+/// The causal verdicts of one variant on one file's test rows (`--per-file`): where its false
+/// alarms and misses come from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileRow {
+    /// Variant name.
+    pub variant: String,
+    /// The file, relative to the data folder (`valve1/4.csv`).
+    pub file: String,
+    /// Anomalous rows alarmed.
+    pub tp: u64,
+    /// Normal rows alarmed.
+    pub fp: u64,
+    /// Anomalous rows missed.
+    #[serde(rename = "fn")]
+    pub fn_: u64,
+    /// Normal rows not alarmed.
+    pub tn: u64,
+    /// The alarm was still on at the file's last row.
+    pub alarm_at_end: bool,
+}
+
 /// The labelled files in the benchmark's order: `valve1`, `valve2`, `other`, numerically.
 ///
 /// # Errors
@@ -90,6 +111,17 @@ pub fn skab_files(root: &Path) -> Result<Vec<PathBuf>> {
         files.extend(numbered.into_iter().map(|(_, p)| p));
     }
     Ok(files)
+}
+
+/// What one variant gave on the benchmark.
+#[derive(Debug, Clone)]
+pub struct VariantResult {
+    /// Its rows under both alignments.
+    pub rows: Vec<BenchRow>,
+    /// The no-model baseline's rows, fitted with the same settings.
+    pub baseline: Vec<BenchRow>,
+    /// Its causal verdicts per file.
+    pub files: Vec<FileRow>,
 }
 
 /// Per-row exceedance and alarm of one detector over a whole file.
@@ -127,17 +159,22 @@ pub fn leaderboard_flags(exceeds: &[bool], window: usize) -> Vec<bool> {
         .collect()
 }
 
-/// Confusion counts of both alignments for one detector on one file's test rows.
-fn confusions(bytes: &[u8], table: &Table, window: usize) -> Result<[Confusion; 2]> {
+/// Confusion counts of both alignments for one detector on one file's test rows, and whether
+/// the alarm was on at the last row.
+fn confusions(bytes: &[u8], table: &Table, window: usize) -> Result<([Confusion; 2], bool)> {
     let labels = table.labels.as_deref().unwrap_or(&[]);
     let s = stream(bytes, table)?;
     let lead = leaderboard_flags(&s.exceeds, window);
     let test = TRAIN_ROWS.min(labels.len())..labels.len();
     let labels = labels.get(test.clone()).unwrap_or(&[]);
-    Ok([
-        Confusion::from_alarms(s.alarms.get(test.clone()).unwrap_or(&[]), labels)?,
-        Confusion::from_alarms(lead.get(test).unwrap_or(&[]), labels)?,
-    ])
+    let at_end = s.alarms.last().copied().unwrap_or(false);
+    Ok((
+        [
+            Confusion::from_alarms(s.alarms.get(test.clone()).unwrap_or(&[]), labels)?,
+            Confusion::from_alarms(lead.get(test).unwrap_or(&[]), labels)?,
+        ],
+        at_end,
+    ))
 }
 
 /// The no-model baseline of a fitted model: all weights zero and a linear output, so the
@@ -156,18 +193,22 @@ fn baseline(opts: &FitOptions, fitted: &fit::Fitted, train: &[f32]) -> Result<Ve
     Ok(fit::calibrate_model(model, train, &opts)?.bytes)
 }
 
-/// Runs the protocol for one variant's settings; returns its rows and the baseline's.
+/// Runs the protocol for one variant's settings on `files` (under `root`); returns its rows,
+/// the baseline's and its per-file verdicts.
 ///
 /// # Errors
 /// Data, training and calibration errors naming the file.
 pub fn run_variant(
+    root: &Path,
     files: &[PathBuf],
     opts: &FitOptions,
     progress: &mut dyn FnMut(&Path),
-) -> Result<(Vec<BenchRow>, Vec<BenchRow>)> {
+) -> Result<VariantResult> {
     let mut ours = [Confusion::default(); 2];
     let mut base = [Confusion::default(); 2];
+    let mut per_file = Vec::with_capacity(files.len());
     let window = usize::from(opts.train.window);
+    let variant = opts.train.variant.name();
     for path in files {
         progress(path);
         let table = data::read_csv(path, &CsvOptions::skab())?;
@@ -181,11 +222,24 @@ pub fn run_variant(
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-        let [a, b] = confusions(&fitted.bytes, &table, window)?;
+        let ([a, b], alarm_at_end) = confusions(&fitted.bytes, &table, window)?;
         ours[0] += a;
         ours[1] += b;
+        per_file.push(FileRow {
+            variant: variant.to_owned(),
+            file: path
+                .strip_prefix(root)
+                .unwrap_or(path)
+                .display()
+                .to_string(),
+            tp: a.tp,
+            fp: a.fp,
+            fn_: a.fn_,
+            tn: a.tn,
+            alarm_at_end,
+        });
         let base_bytes = baseline(opts, &fitted, train)?;
-        let [a, b] = confusions(&base_bytes, &table, window)?;
+        let ([a, b], _) = confusions(&base_bytes, &table, window)?;
         base[0] += a;
         base[1] += b;
     }
@@ -202,10 +256,11 @@ pub fn run_variant(
             })
             .collect::<Vec<_>>()
     };
-    Ok((
-        rows(opts.train.variant.name(), ours),
-        rows("no-model", base),
-    ))
+    Ok(VariantResult {
+        rows: rows(variant, ours),
+        baseline: rows("no-model", base),
+        files: per_file,
+    })
 }
 
 /// The benchmark's fixed settings for a variant, chosen before looking at any test result:
@@ -305,6 +360,36 @@ pub struct SkabArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also each file's causal verdicts: true and false alarms, misses, and whether the alarm
+    /// was still on at the file's end (with `--json`, one object per file and variant).
+    #[arg(long)]
+    pub per_file: bool,
+}
+
+/// The per-file table of `--per-file`.
+fn print_files(files: &[FileRow]) {
+    println!("causal verdicts per file (test rows):");
+    println!(
+        "{:<14} {:<16} {:>5} {:>5} {:>5} {:>5}  alarm at end",
+        "variant", "file", "TP", "FP", "FN", "TN"
+    );
+    for f in files {
+        println!(
+            "{:<14} {:<16} {:>5} {:>5} {:>5} {:>5}  {}",
+            f.variant,
+            f.file,
+            f.tp,
+            f.fp,
+            f.fn_,
+            f.tn,
+            if f.alarm_at_end { "yes" } else { "" }
+        );
+    }
+    let at_end = files.iter().filter(|f| f.alarm_at_end).count();
+    println!(
+        "{at_end} of {} (file, variant) runs end in alarm",
+        files.len()
+    );
 }
 
 /// Runs `sensorae bench skab` and prints its rows.
@@ -322,11 +407,12 @@ pub fn run(args: &SkabArgs) -> Result<()> {
     }
     let mut rows = Vec::new();
     let mut baseline_rows = Vec::new();
+    let mut file_rows = Vec::new();
     let live = !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     for variant in &args.variant {
         let opts = default_options(variant)?;
         let started = std::time::Instant::now();
-        let (ours, base) = run_variant(&files, &opts, &mut |p| {
+        let result = run_variant(&args.data, &files, &opts, &mut |p| {
             if live {
                 eprint!("\r{variant}: {:<40}", p.display());
             }
@@ -341,17 +427,26 @@ pub fn run(args: &SkabArgs) -> Result<()> {
                 ""
             );
         }
-        rows.extend(ours);
+        rows.extend(result.rows);
         if baseline_rows.is_empty() {
-            baseline_rows = base;
+            baseline_rows = result.baseline;
         }
+        file_rows.extend(result.files);
     }
     rows.extend(baseline_rows);
     if args.json {
         for r in &rows {
             println!("{}", serde_json::to_string(r).unwrap_or_default());
         }
+        if args.per_file {
+            for f in &file_rows {
+                println!("{}", serde_json::to_string(f).unwrap_or_default());
+            }
+        }
         return Ok(());
+    }
+    if args.per_file {
+        print_files(&file_rows);
     }
     println!(
         "SKAB outlier detection, 34 files, first {TRAIN_ROWS} rows of each for training, pointwise over the test rows"
