@@ -46,6 +46,23 @@ fn run() -> Result<(), String> {
     let view = sensorae::ModelView::from_bytes(&bytes)
         .map_err(|e| format!("model {}: {e}", model_path.display()))?;
     let h = view.header();
+    // The core compiles in only the architectures asked for; a model of another one would be
+    // refused at start, so the build stops here instead.
+    let needs = match h.variant {
+        sensorae::Variant::Vae => Some("vae"),
+        sensorae::Variant::VqVae { .. } => Some("vqvae"),
+        sensorae::Variant::Hierarchical { .. } => Some("hierarchical"),
+        _ => None,
+    };
+    if let Some(feature) = needs {
+        let var = format!("CARGO_FEATURE_{}", feature.to_uppercase());
+        if env::var_os(&var).is_none() {
+            return Err(format!(
+                "model {}: a {feature} model; build with `--features {feature}`",
+                model_path.display()
+            ));
+        }
+    }
     let (c, w) = (usize::from(h.window.channels), usize::from(h.window.length));
     let (hid, z) = (h.layers.hidden as usize, h.layers.latent as usize);
     let names: Vec<&str> = view.channels().map(|ch| ch.name).collect();

@@ -6,6 +6,7 @@
 #   firmware/parity.sh                      # SKAB valve1/0.csv, first 1200 rows
 #   SENSORAE_STREAM=/path/x.csv SENSORAE_STREAM_ROWS=500 firmware/parity.sh
 #   SENSORAE_HOST="/path/to/sensorae" firmware/parity.sh   # an already built host CLI
+#   SENSORAE_MODEL=/path/m.snae SENSORAE_FEATURES=vae firmware/parity.sh   # another model
 #
 # Tolerance: both sides do IEEE-754 binary32 with round-to-nearest, Rust never contracts a*b+c
 # into a fused multiply-add, the M4's vmla.f32 rounds the product like a separate multiply, and
@@ -20,6 +21,9 @@ root=$(cd .. && pwd)
 . ./ensure-tools.sh
 
 tol=${SENSORAE_PARITY_TOL:-1e-5}
+model=${SENSORAE_MODEL:-model.snae}
+case $model in /*) ;; *) model=$fw/$model ;; esac
+features=${SENSORAE_FEATURES:-}
 rows=${SENSORAE_STREAM_ROWS:-1200}
 stream=${SENSORAE_STREAM:-../../shared/data/skab/valve1/0.csv}
 case $stream in /*) ;; *) stream=$fw/$stream ;; esac
@@ -31,8 +35,8 @@ mkdir -p "$out"
 awk -v n="$rows" 'NR == 1 || (length($0) > 1 && k++ < n)' "$stream" > "$out/stream.csv"
 
 echo "== firmware under QEMU" >&2
-SENSORAE_STREAM=$out/stream.csv SENSORAE_STREAM_ROWS=$rows \
-    timeout 600 cargo run --release -q > "$out/device.csv" \
+SENSORAE_MODEL=$model SENSORAE_STREAM=$out/stream.csv SENSORAE_STREAM_ROWS=$rows \
+    timeout 600 cargo run --release -q ${features:+--features "$features"} > "$out/device.csv" \
     || { echo "error: firmware run failed (exit $?)" >&2; exit 1; }
 
 echo "== host: sensorae score" >&2
@@ -42,7 +46,7 @@ else
     host=(cargo run --release -q --manifest-path "$root/Cargo.toml" -p sensorae-host --bin sensorae --)
 fi
 # The firmware's .cargo/config.toml must not apply to the host build: run from the root.
-(cd "$root" && "${host[@]}" score --model "$fw/model.snae" --data "$out/stream.csv" --out "$out/host.csv") \
+(cd "$root" && "${host[@]}" score --model "$model" --data "$out/stream.csv" --out "$out/host.csv") \
     || { echo "error: host 'sensorae score' failed (exit $?)" >&2; exit 1; }
 
 echo "== compare" >&2

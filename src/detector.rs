@@ -254,6 +254,7 @@ impl<S: Storage> Engine<S> {
         self.state = State::NEW;
         let view = ModelView::from_bytes(bytes)?;
         let h = view.header();
+        compiled_in(h.variant)?;
         self.storage.prepare(h)?;
         for (slot, w) in self.storage.params_mut().iter_mut().zip(view.weights()) {
             *slot = w;
@@ -727,9 +728,11 @@ impl<S: Storage> Engine<S> {
         };
         if cfg.scoring.kl_weight > 0.0 {
             match cfg.arch() {
+                #[cfg(feature = "vae")]
                 Arch::Vae => score += cfg.scoring.kl_weight * nn::kl_divergence(zs, logvar),
                 Arch::VqVae { .. } => score += cfg.scoring.kl_weight * code_distance,
-                Arch::Dense | Arch::Tied | Arch::Hierarchical { .. } => {}
+                // Without the `vae` feature a VAE is never loaded.
+                _ => {}
             }
         }
         if score.is_nan() || score > f32::MAX {
@@ -737,6 +740,26 @@ impl<S: Storage> Engine<S> {
         } else {
             score.max(0.0)
         }
+    }
+}
+
+/// Refuses a model whose architecture's inference this build leaves out (cargo features).
+fn compiled_in(variant: Variant) -> Result<(), LoadError> {
+    let missing = match variant {
+        #[cfg(not(feature = "vae"))]
+        Variant::Vae => Some("vae"),
+        #[cfg(not(feature = "vqvae"))]
+        Variant::VqVae { .. } => Some("vqvae"),
+        #[cfg(not(feature = "hierarchical"))]
+        Variant::Hierarchical { .. } => Some("hierarchical"),
+        _ => None,
+    };
+    match missing {
+        Some(feature) => Err(LoadError::NotCompiledIn {
+            variant: variant.name(),
+            feature,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -782,4 +805,48 @@ fn top_channels(errors: &[f32]) -> [Option<ChannelError>; TOP_K] {
         }
     }
     top
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With every feature on (as CI tests) nothing is refused; CI also runs this test without
+    /// them, where each left-out architecture is refused by name.
+    #[test]
+    fn architectures_left_out_are_refused_by_name() {
+        let cases = [
+            (Variant::Vae, "vae", cfg!(feature = "vae")),
+            (
+                Variant::VqVae { codebook: 4 },
+                "vqvae",
+                cfg!(feature = "vqvae"),
+            ),
+            (
+                Variant::Hierarchical {
+                    block: 2,
+                    coarse_hidden: 2,
+                    coarse_latent: 1,
+                },
+                "hierarchical",
+                cfg!(feature = "hierarchical"),
+            ),
+        ];
+        for (variant, feature, compiled) in cases {
+            let got = compiled_in(variant);
+            if compiled {
+                assert_eq!(got, Ok(()));
+            } else {
+                assert_eq!(
+                    got,
+                    Err(LoadError::NotCompiledIn {
+                        variant: variant.name(),
+                        feature
+                    })
+                );
+            }
+        }
+        assert_eq!(compiled_in(Variant::Plain), Ok(()));
+        assert_eq!(compiled_in(Variant::Sparse), Ok(()));
+    }
 }

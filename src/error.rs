@@ -174,6 +174,13 @@ pub enum LoadError {
     Decode(DecodeError),
     /// The model is valid but has other sizes than the detector.
     Shape(ShapeError),
+    /// The model's architecture is valid, but this build of the crate leaves out its inference.
+    NotCompiledIn {
+        /// The model's variant (`vae`, `vqvae`, `hierarchical`).
+        variant: &'static str,
+        /// The cargo feature of `sensorae` that compiles it in.
+        feature: &'static str,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -181,6 +188,11 @@ impl fmt::Display for LoadError {
         match self {
             LoadError::Decode(e) => e.fmt(f),
             LoadError::Shape(e) => e.fmt(f),
+            LoadError::NotCompiledIn { variant, feature } => write!(
+                f,
+                "the model is a {variant} autoencoder, and this build of sensorae was compiled \
+                 without its inference (enable the `{feature}` feature)"
+            ),
         }
     }
 }
@@ -190,6 +202,7 @@ impl core::error::Error for LoadError {
         match self {
             LoadError::Decode(e) => Some(e),
             LoadError::Shape(e) => Some(e),
+            LoadError::NotCompiledIn { .. } => None,
         }
     }
 }

@@ -68,6 +68,7 @@ extern crate alloc;
 mod codec;
 mod detector;
 mod error;
+#[cfg(feature = "hierarchical")]
 mod hier;
 mod model;
 mod nn;
@@ -75,6 +76,7 @@ mod storage;
 #[doc(hidden)]
 pub mod testing;
 mod verdict;
+#[cfg(feature = "vqvae")]
 mod vq;
 
 #[cfg(feature = "alloc")]
@@ -84,6 +86,7 @@ pub use codec::{CRC_LEN, FORMAT_VERSION, MAGIC, ModelView, PREFIX_LEN, encode};
 pub use detector::DynDetector;
 pub use detector::{Config, Detector, Engine};
 pub use error::{DecodeError, EncodeError, LoadError, ShapeError};
+#[cfg(feature = "hierarchical")]
 pub use hier::{block_means, combine_scales, fine_part};
 pub use model::{
     Activation, Adaptation, Aggregate, AlarmHold, AlarmSpec, Arch, Channel, ErrorMetric,
@@ -96,6 +99,7 @@ pub use nn::{BCE_EPS, LOGVAR_CLAMP, TANH_CLAMP, TANH_LINEAR_BELOW, TANH_P, TANH_
 pub use storage::Heap;
 pub use storage::{Buffers, ChannelState, Fixed, Storage};
 pub use verdict::{ChannelError, FaultKind, Score, SensorFault, Status, Verdict};
+#[cfg(feature = "vqvae")]
 pub use vq::{nearest_code, quantise};
 
 /// The README's Rust examples, compiled and run as doctests so they stay true.

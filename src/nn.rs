@@ -115,6 +115,7 @@ pub(crate) fn take<'p>(params: &mut &'p [f32], len: usize) -> Option<&'p [f32]> 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Dims {
     /// Channels (C); the window is time-major, `x[t * C + c]`.
+    #[cfg_attr(not(feature = "hierarchical"), allow(dead_code))] // reason: read by `hier` only
     pub c: usize,
     pub n: usize,
     pub h: usize,
@@ -260,9 +261,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub(crate) struct Scratch<'a> {
     pub h1: &'a mut [f32],
     pub z: &'a mut [f32],
+    #[cfg_attr(not(feature = "vae"), allow(dead_code))] // reason: the VAE's head only
     pub logvar: &'a mut [f32],
     pub h2: &'a mut [f32],
     /// Hierarchical models' own scratch ([`crate::scratch_len`]); empty for the others.
+    #[cfg_attr(not(feature = "hierarchical"), allow(dead_code))] // reason: read by `hier` only
     pub extra: &'a mut [f32],
 }
 
@@ -280,6 +283,7 @@ pub(crate) fn reconstruct(
     s: Scratch<'_>,
     xhat: &mut [f32],
 ) -> Option<f32> {
+    #[cfg(feature = "hierarchical")]
     if let Arch::Hierarchical {
         block,
         coarse_hidden,
@@ -300,22 +304,28 @@ pub(crate) fn reconstruct(
     affine(w1, b1, h, n, false, x, s.h1, layers.encoder_hidden)?;
     let (w2, b2) = (take(p, z * h)?, take(p, z)?);
     let h1 = [&*s.h1, &[][..]];
-    let mut distance = 0.0;
-    match arch {
-        Arch::Dense | Arch::Tied | Arch::Hierarchical { .. } => {
+    let distance = match arch {
+        Arch::Dense | Arch::Tied => {
             affine(w2, b2, z, h, false, h1, s.z, layers.code)?;
+            0.0
         }
+        #[cfg(feature = "vqvae")]
         Arch::VqVae { codebook } => {
             affine(w2, b2, z, h, false, h1, s.z, layers.code)?;
             let codes = take(p, codebook.checked_mul(z)?)?;
-            distance = crate::vq::quantise(codes, s.z.get_mut(..z)?)?;
+            crate::vq::quantise(codes, s.z.get_mut(..z)?)?
         }
+        #[cfg(feature = "vae")]
         Arch::Vae => {
             affine(w2, b2, z, h, false, h1, s.z, Activation::Linear)?;
             let (wl, bl) = (take(p, z * h)?, take(p, z)?);
             affine(wl, bl, z, h, false, h1, s.logvar, Activation::Linear)?;
+            0.0
         }
-    }
+        // The hierarchical model returned above; the architectures this build leaves out
+        // (cargo features) never get here, `load` refuses their models.
+        _ => return None,
+    };
     let code = [&*s.z, &[][..]];
     match arch {
         Arch::Dense | Arch::Vae | Arch::VqVae { .. } | Arch::Hierarchical { .. } => {
