@@ -9,6 +9,7 @@
 
 use core::{hint::black_box, time::Duration};
 use std::{
+    collections::BTreeMap,
     sync::{Arc, Barrier, Mutex, PoisonError},
     thread,
     time::{Instant, SystemTime, UNIX_EPOCH},
@@ -181,6 +182,10 @@ pub struct PipelineFigures {
     pub steady_cpu_us_per_sample: Option<f64>,
     /// CPU microseconds per sample in the raw run's steady state.
     pub raw_steady_cpu_us_per_sample: Option<f64>,
+    /// The pipeline's steady-state CPU microseconds per sample by kind of thread
+    /// (`pipeline-worker`, `pipeline-source`, `pipeline-sink`), all threads of a kind together;
+    /// empty where unavailable.
+    pub steady_cpu_us_per_sample_by_thread: Vec<(String, f64)>,
 }
 
 /// Seeded sample rows: a sine per channel plus a little noise, read by every stream at its own
@@ -292,13 +297,61 @@ fn peak_memory() -> Option<u64> {
 /// CPU time (user and system) this process has used so far, from `/proc/self/stat` (Linux; in
 /// clock ticks of 10 ms).
 fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    stat_cpu(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// User and system time from a `stat` line of `/proc`.
+fn stat_cpu(stat: &str) -> Option<Duration> {
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = stat.get(stat.rfind(')')? + 1..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time so far of each kind of thread of this process, by name without its number
+/// (`pipeline-worker-1` reads `pipeline-worker`; Linux keeps 15 characters of a name), from
+/// `/proc/self/task` (Linux). Threads that exit while it reads are skipped.
+fn thread_cpu() -> Option<BTreeMap<String, Duration>> {
+    let mut by_kind = BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = stat.get(open + 1..close).unwrap_or("");
+        let kind = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+        if let Some(t) = stat_cpu(&stat) {
+            *by_kind.entry(kind.to_owned()).or_insert(Duration::ZERO) += t;
+        }
+    }
+    Some(by_kind)
+}
+
+/// CPU microseconds per sample of each kind of pipeline thread between two [`thread_cpu`]
+/// readings.
+fn per_thread_kind(
+    before: Option<&BTreeMap<String, Duration>>,
+    after: Option<&BTreeMap<String, Duration>>,
+    samples: u64,
+) -> Vec<(String, f64)> {
+    let (Some(before), Some(after)) = (before, after) else {
+        return Vec::new();
+    };
+    if samples == 0 {
+        return Vec::new();
+    }
+    after
+        .iter()
+        .filter(|(kind, _)| kind.starts_with("pipeline-"))
+        .map(|(kind, &t)| {
+            let used = t.saturating_sub(before.get(kind).copied().unwrap_or(Duration::ZERO));
+            (kind.clone(), used.as_secs_f64() * 1e6 / samples as f64)
+        })
+        .collect()
 }
 
 /// CPU microseconds per sample between two readings of [`cpu_time`].
@@ -455,6 +508,7 @@ pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
     let warm = 2 * usize::from(args.window);
     let warm_samples = (warm * args.streams) as u64;
     let mut steady: Option<Mark> = None;
+    let mut threads_at_steady = None;
     let deadline = Instant::now() + Duration::from_secs_f64(args.seconds);
     while Instant::now() < deadline && !running.sources_finished() {
         thread::sleep((deadline - Instant::now()).min(Duration::from_millis(20)));
@@ -467,9 +521,16 @@ pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
                     cpu: cpu_time(),
                     samples: verdicts,
                 });
+                threads_at_steady = thread_cpu();
             }
         }
     }
+    // Read before the stop: the pipeline's threads are gone once it has drained.
+    let threads_at_stop = thread_cpu();
+    let verdicts_at_stop = {
+        let m = running.metrics();
+        m.scored + m.warming + m.faulted
+    };
     running.stop();
     let report = running.wait()?;
     let cpu_pipeline = cpu_time();
@@ -526,6 +587,11 @@ pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
             .map(|(p, r)| p / r.max(1e-9)),
         steady_cpu_us_per_sample: steady_cpu,
         raw_steady_cpu_us_per_sample: raw_steady_cpu,
+        steady_cpu_us_per_sample_by_thread: per_thread_kind(
+            threads_at_steady.as_ref(),
+            threads_at_stop.as_ref(),
+            verdicts_at_stop.saturating_sub(steady.map_or(0, |s| s.samples)),
+        ),
     })
 }
 
@@ -612,5 +678,17 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
         cpu(f.steady_cpu_us_per_sample),
         cpu(f.raw_steady_cpu_us_per_sample)
     );
+    if !f.steady_cpu_us_per_sample_by_thread.is_empty() {
+        let parts: Vec<String> = f
+            .steady_cpu_us_per_sample_by_thread
+            .iter()
+            .map(|(kind, us)| format!("{kind} {us:.3} us"))
+            .collect();
+        println!(
+            "steady-state CPU per sample by thread (raw: {}): {}",
+            cpu(f.raw_steady_cpu_us_per_sample),
+            parts.join(", ")
+        );
+    }
     Ok(())
 }
