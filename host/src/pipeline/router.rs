@@ -356,7 +356,11 @@ impl Router {
         seq: Option<u64>,
     ) -> Result<(), PipelineError> {
         let workers = self.buffers.len().max(1);
-        let worker = key.worker as usize % workers;
+        // A key's worker is below the count by construction; no division on the per-sample path.
+        let worker = match key.worker as usize {
+            w if w < workers => w,
+            w => w % workers,
+        };
         let full = match self.buffers.get_mut(worker) {
             Some(buf) => {
                 if buf.entries.is_empty() {

@@ -79,13 +79,28 @@ pub struct Record {
     pub latency_us: u64,
 }
 
+/// A worker's copies of its models' channel names, per model (a handful).
+type NameCopies = Vec<(Arc<Model>, Arc<[Arc<str>]>)>;
+
+/// This worker's copies of `model`'s channel names, made on first use.
+fn channel_names(names: &mut NameCopies, model: &Arc<Model>) -> Arc<[Arc<str>]> {
+    if let Some((_, n)) = names.iter().find(|(m, _)| Arc::ptr_eq(m, model)) {
+        return Arc::clone(n);
+    }
+    let own: Arc<[Arc<str>]> = model.channels.iter().map(|c| Arc::from(&**c)).collect();
+    names.push((Arc::clone(model), Arc::clone(&own)));
+    own
+}
+
 /// Fewest records a worker hands to the sink at once while its input is busy.
 const SINK_LOT: usize = 256;
 
 /// A scored stream's state on its worker.
 struct Scoring {
     detector: DynDetector,
-    model: Arc<Model>,
+    /// The model's channel names, this worker's own copies: records clone them, and a name
+    /// shared by every worker would have its reference count bounce between the cores.
+    channels: Arc<[Arc<str>]>,
     name: Arc<str>,
     last_seq: Option<u64>,
     alarm: bool,
@@ -128,14 +143,14 @@ struct Tally {
 
 impl Worker {
     /// The state of a stream seen for the first time: a detector cloned from its model.
-    fn resolve(&self, id: u32, unmatched_names: &mut Vec<String>) -> Slot {
+    fn resolve(&self, id: u32, unmatched_names: &mut Vec<String>, names: &mut NameCopies) -> Slot {
         let Some(name) = self.shared.interner.name(id) else {
             return Slot::Unmatched;
         };
         match self.shared.models.resolve(&name) {
             Some(model) => Slot::Scoring(Box::new(Scoring {
                 detector: model.detector.clone(),
-                model: Arc::clone(model),
+                channels: channel_names(names, model),
                 name,
                 last_seq: None,
                 alarm: false,
@@ -156,6 +171,7 @@ impl Worker {
     pub(crate) fn run(self) -> Result<Vec<String>, PipelineError> {
         let mut slots: Vec<Slot> = Vec::new();
         let mut unmatched_names = Vec::new();
+        let mut names = NameCopies::new();
         let mut latency = LocalLatency::new();
         #[cfg(test)]
         let mut seen = 0u64;
@@ -190,7 +206,7 @@ impl Worker {
                     continue;
                 };
                 if matches!(slot, Slot::Unknown) {
-                    *slot = self.resolve(entry.stream, &mut unmatched_names);
+                    *slot = self.resolve(entry.stream, &mut unmatched_names, &mut names);
                 }
                 let Slot::Scoring(state) = slot else {
                     tally.unmatched += 1;
@@ -198,7 +214,7 @@ impl Worker {
                 };
                 let Scoring {
                     detector,
-                    model,
+                    channels,
                     name,
                     last_seq,
                     alarm,
@@ -258,7 +274,7 @@ impl Worker {
                 if !keep {
                     continue;
                 }
-                let channel = |c: u16| model.channels.get(usize::from(c)).cloned();
+                let channel = |c: u16| channels.get(usize::from(c)).cloned();
                 let fault = verdict.fault();
                 records.push(Record {
                     stream: Arc::clone(name),
