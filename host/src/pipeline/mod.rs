@@ -91,16 +91,18 @@
 //! # Measured
 //! Latest, `sensorae bench pipeline --streams 10000 --channels 8 --seconds 10` with the current
 //! defaults (queues of [`DEFAULT_QUEUE`] samples, batches of 64, sources woken by the worker at
-//! half queue, emptied batches reused), 3 runs on the otherwise idle 2-core machine (load
-//! average 1.2-1.7, the benchmark's own): 6.47 M samples/s (6.00-7.00) through the pipeline,
-//! raw 8.67 M (7.35-13.25; the raw rate swung by almost 2x from run to run on this VM),
-//! pipeline / raw 0.75 (0.53-0.82), CPU per sample 0.28 us against 0.22 us raw, p50 10 ms and
-//! p99 25 ms (queueing under full load), peak memory 37 MiB, nothing dropped or lost. The
-//! within-10 % goal is still missed. Per-thread CPU times read from `/proc` during a run: the
-//! source costs ~0.02 us per sample and the sink less, and the workers spend about a third more
-//! CPU per sample in `push` than the raw threads do, with ~14 % more instructions in all
-//! (callgrind): the rest is cache and scheduling cost of three busy threads on two cores. Queue
-//! size was the largest lever (4 Ki samples: 5.0-5.6 M samples/s; 128 Ki: 6.8-7.1 M).
+//! half queue, emptied batches reused, no division per routed sample, per-worker channel
+//! names), 3 runs on the otherwise idle 2-core machine: 5.48 M samples/s (5.31-6.10) through
+//! the pipeline, raw 6.77 M (6.36-8.28), pipeline / raw 0.79 (0.66-0.96); p50 12.6 ms and p99
+//! 27 ms (queueing under full load), peak memory 37 MiB, nothing dropped or lost. The rates of
+//! this VM drift by 2x over the day (an hour earlier the same build did 6.5-9.6 M through the
+//! pipeline), so compare within a run. The bench prints steady-state CPU per sample by kind of
+//! thread: workers 0.306 us (0.270-0.320) against 0.286 us for the raw threads, the source
+//! 0.023 us, the sink 0.003 us. With `--workers 1` (the source and sink get the other core) the
+//! pipeline matches raw scoring on one thread (ratios 1.21, 0.73, 1.03). The within-10 % goal
+//! with 2 workers on 2 cores is still missed: callgrind counts ~14 % more instructions in all,
+//! the rest is the cache and scheduling cost of a third busy thread on two cores. Queue size was
+//! the largest lever (4 Ki samples: 5.0-5.6 M samples/s; 128 Ki: 6.8-7.1 M, in one sitting).
 //!
 //! Earlier, with queues of 4096 samples (the reference model, C = 8, W = 16, H = 32, Z = 8,
 //! hop = window; 2 workers, batches of 64, blocking back-pressure, a counting sink, a record
