@@ -256,9 +256,14 @@ impl<S: Storage> Engine<S> {
         let h = view.header();
         compiled_in(h.variant)?;
         self.storage.prepare(h)?;
-        for (slot, w) in self.storage.params_mut().iter_mut().zip(view.weights()) {
-            *slot = w;
-        }
+        let dims = Dims {
+            c: usize::from(h.window.channels),
+            n: h.input(),
+            h: h.layers.hidden as usize,
+            z: h.layers.latent as usize,
+        };
+        let arch = crate::model::arch_of(h.variant, h.tied);
+        nn::load_params(arch, dims, view.weights(), self.storage.params_mut());
         let b = self.storage.buffers();
         for (slot, ch) in b.channels.iter_mut().zip(view.channels()) {
             *slot = ChannelState {

@@ -64,7 +64,8 @@ impl ChannelState {
 
 /// The buffers of a detector, borrowed all at once.
 pub struct Buffers<'a> {
-    /// Parameters in file order (read-only while scoring; [`Storage::params_mut`] writes them).
+    /// Parameters in file order, except that each weight matrix is in the kernel's block layout
+    /// (read-only while scoring; [`Storage::params_mut`] writes them).
     pub params: &'a [f32],
     /// Ring of the last W normalised samples, C values each (time-major).
     pub ring: &'a mut [f32],
