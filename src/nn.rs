@@ -165,10 +165,21 @@ pub(crate) fn affine(
     Some(())
 }
 
-/// Rows in the block that starts with `left` rows of a matrix still to go: 16, then 8, then 1
-/// at a time, as the dense kernel takes them.
+/// Rows of the kernel's widest block: 16 sums plus `x_j` and a weight fill the Cortex-M4F's 32
+/// single-precision registers (32 sums spill); hosts (x86-64: 16 vector registers of 4 lanes or
+/// more; AArch64: 32) hold 32 sums in 8 registers, twice the independent additions per column.
+/// Each row's sum runs in the same order either way, so every target gives the same bits.
+#[cfg(target_arch = "arm")]
+const WIDEST: usize = 16;
+#[cfg(not(target_arch = "arm"))]
+const WIDEST: usize = 32;
+
+/// Rows in the block that starts with `left` rows of a matrix still to go: [`WIDEST`], then
+/// 16, 8 and 1 at a time, as the dense kernel takes them.
 const fn block_rows(left: usize) -> usize {
-    if left >= 16 {
+    if left >= WIDEST {
+        WIDEST
+    } else if left >= 16 {
         16
     } else if left >= 8 {
         8
@@ -183,11 +194,15 @@ const fn block_rows(left: usize) -> usize {
 /// instead of at a stride of `rows` (18 % faster on a host whose L1 cannot hold the weights).
 /// Model files keep plain column-major order; `load` permutes.
 pub(crate) const fn block_index(row: usize, rows: usize, cols: usize, col: usize) -> usize {
-    let full16 = rows / 16 * 16;
-    let (start, r) = if row < full16 {
-        (row / 16 * 16, 16)
-    } else if rows - full16 >= 8 && row < full16 + 8 {
-        (full16, 8)
+    let full = rows / WIDEST * WIDEST;
+    let s16 = if rows - full >= 16 { 16 } else { 0 };
+    let s8 = if rows - full - s16 >= 8 { 8 } else { 0 };
+    let (start, r) = if row < full {
+        (row / WIDEST * WIDEST, WIDEST)
+    } else if row < full + s16 {
+        (full, 16)
+    } else if row < full + s16 + s8 {
+        (full + s16, 8)
     } else {
         (row, 1)
     };
@@ -197,8 +212,8 @@ pub(crate) const fn block_index(row: usize, rows: usize, cols: usize, col: usize
 /// `y = b + W x`, `W` in block layout with `rows == y.len() == b.len()` rows, `x` in two parts,
 /// summed as `b + W[.., 0] x_0 + W[.., 1] x_1 + ...`. Output rows are taken `R` at a time and
 /// their `R` sums held in registers while walking the block's columns, so each column step is
-/// one load of `x_j`, `R` consecutive weight loads and `R` multiply-adds (16 sums plus `x_j`
-/// and a weight fit the Cortex-M4F's 32 single-precision registers; 32 sums spill).
+/// one load of `x_j`, `R` consecutive weight loads and `R` multiply-adds (`R` up to
+/// [`WIDEST`]).
 fn matvec(w: &[f32], b: &[f32], rows: usize, x: Parts<'_>, y: &mut [f32]) {
     let cols = x[0].len() + x[1].len();
     let mut r0 = 0;
@@ -208,6 +223,8 @@ fn matvec(w: &[f32], b: &[f32], rows: usize, x: Parts<'_>, y: &mut [f32]) {
             return;
         };
         rest = match rest.len() {
+            #[cfg(not(target_arch = "arm"))]
+            32.. => rows_block(w, b, x, rest, columns32),
             16.. => rows_block(w, b, x, rest, columns16),
             8.. => rows_block(w, b, x, rest, columns8),
             1.. => rows_block(w, b, x, rest, columns1),
@@ -257,6 +274,12 @@ macro_rules! columns {
         }
     };
 }
+#[cfg(not(target_arch = "arm"))]
+columns!(
+    columns32,
+    32,
+    [0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31]
+);
 columns!(columns16, 16, [0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15]);
 columns!(columns8, 8, [0 1 2 3 4 5 6 7]);
 columns!(columns1, 1, [0]);
@@ -554,9 +577,9 @@ mod tests {
     /// Every entry of every matrix shape lands on its own slot of the block layout.
     #[test]
     fn block_layout_is_a_permutation() {
-        for rows in 1..=41 {
+        for rows in 1..=75 {
             for cols in 1..=5 {
-                let mut seen = [false; 41 * 5];
+                let mut seen = [false; 75 * 5];
                 for col in 0..cols {
                     for row in 0..rows {
                         let i = block_index(row, rows, cols, col);
@@ -566,7 +589,7 @@ mod tests {
                 }
             }
         }
-        // 20 rows: a 16-row block, then 4 single rows; 3 columns.
+        // 20 rows (under WIDEST on every target): a 16-row block, then 4 single rows.
         assert_eq!(block_index(0, 20, 3, 1), 16);
         assert_eq!(block_index(17, 20, 3, 2), 16 * 3 + 3 + 2);
     }
