@@ -262,8 +262,7 @@ impl<S: Storage> Engine<S> {
             h: h.layers.hidden as usize,
             z: h.layers.latent as usize,
         };
-        let arch = crate::model::arch_of(h.variant, h.tied);
-        nn::load_params(arch, dims, view.weights(), self.storage.params_mut());
+        nn::load_params(h.arch(), dims, view.weights(), self.storage.params_mut());
         let b = self.storage.buffers();
         for (slot, ch) in b.channels.iter_mut().zip(view.channels()) {
             *slot = ChannelState {
@@ -531,19 +530,9 @@ impl<S: Storage> Engine<S> {
         // Channels join the explanation in exceeding windows; it lasts until the alarm clears.
         let exceeds = explaining && self.state.scored && self.state.last.exceeds;
         let threshold = self.config.threshold.value;
+        // The window's largest error, which its score already ranked.
+        let top = self.state.last.top[0].map_or(usize::MAX, |t| usize::from(t.channel));
         let b = self.storage.buffers();
-        let top = if exceeds {
-            b.errors
-                .iter()
-                .enumerate()
-                .fold(
-                    (0usize, f32::MIN),
-                    |m, (c, &e)| if e > m.1 { (c, e) } else { m },
-                )
-                .0
-        } else {
-            usize::MAX
-        };
         for (c, (ch, &e)) in b.channels.iter_mut().zip(b.errors.iter()).enumerate() {
             if !explaining {
                 ch.explains = false;

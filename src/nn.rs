@@ -222,13 +222,16 @@ fn matvec(w: &[f32], b: &[f32], rows: usize, x: Parts<'_>, y: &mut [f32]) {
         let (Some(b), Some(w)) = (b.get(r0..), w.get(r0.saturating_mul(cols)..)) else {
             return;
         };
-        rest = match rest.len() {
+        if rest.is_empty() {
+            return;
+        }
+        // One rule for the block sizes, shared with `block_index` and `dot_column`.
+        rest = match block_rows(rest.len()) {
             #[cfg(not(target_arch = "arm"))]
-            32.. => rows_block(w, b, x, rest, columns32),
-            16.. => rows_block(w, b, x, rest, columns16),
-            8.. => rows_block(w, b, x, rest, columns8),
-            1.. => rows_block(w, b, x, rest, columns1),
-            0 => return,
+            32 => rows_block(w, b, x, rest, columns32),
+            16 => rows_block(w, b, x, rest, columns16),
+            8 => rows_block(w, b, x, rest, columns8),
+            _ => rows_block(w, b, x, rest, columns1),
         };
         r0 = rows - rest.len();
     }
@@ -326,61 +329,45 @@ pub(crate) enum Segment {
 pub(crate) fn segments(arch: Arch, d: Dims, f: &mut dyn FnMut(Segment)) {
     use Segment::{Matrix as M, Plain as P};
     let Dims { n, h, z, .. } = d;
-    let dense = |f: &mut dyn FnMut(Segment), n: usize, h: usize, z: usize| {
+    // `n -> h -> z` with biases, and back `z -> h -> n`.
+    let encoder = |f: &mut dyn FnMut(Segment), n: usize, h: usize, z: usize| {
         f(M { rows: h, cols: n });
         f(P(h));
         f(M { rows: z, cols: h });
         f(P(z));
+    };
+    let decoder = |f: &mut dyn FnMut(Segment), n: usize, h: usize, z: usize| {
         f(M { rows: h, cols: z });
         f(P(h));
         f(M { rows: n, cols: h });
         f(P(n));
     };
+    encoder(f, n, h, z);
     match arch {
-        Arch::Dense => dense(f, n, h, z),
+        Arch::Dense => decoder(f, n, h, z),
+        // The decoder reuses the encoder's matrices, transposed: only its biases.
         Arch::Tied => {
-            f(M { rows: h, cols: n });
-            f(P(h));
-            f(M { rows: z, cols: h });
-            f(P(z));
             f(P(h));
             f(P(n));
         }
         Arch::Vae => {
-            f(M { rows: h, cols: n });
-            f(P(h));
-            f(M { rows: z, cols: h });
+            f(M { rows: z, cols: h }); // the log-variance head
             f(P(z));
-            f(M { rows: z, cols: h });
-            f(P(z));
-            f(M { rows: h, cols: z });
-            f(P(h));
-            f(M { rows: n, cols: h });
-            f(P(n));
+            decoder(f, n, h, z);
         }
         Arch::VqVae { codebook } => {
-            f(M { rows: h, cols: n });
-            f(P(h));
-            f(M { rows: z, cols: h });
-            f(P(z));
             f(P(codebook.saturating_mul(z)));
-            f(M { rows: h, cols: z });
-            f(P(h));
-            f(M { rows: n, cols: h });
-            f(P(n));
+            decoder(f, n, h, z);
         }
         Arch::Hierarchical {
             block,
             coarse_hidden,
             coarse_latent,
         } => {
-            dense(f, n, h, z);
-            dense(
-                f,
-                n.checked_div(block).unwrap_or(0),
-                coarse_hidden,
-                coarse_latent,
-            );
+            decoder(f, n, h, z);
+            let nc = n.checked_div(block).unwrap_or(0);
+            encoder(f, nc, coarse_hidden, coarse_latent);
+            decoder(f, nc, coarse_hidden, coarse_latent);
             f(P(crate::model::GAINS));
         }
     }
