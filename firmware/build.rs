@@ -48,13 +48,7 @@ fn run() -> Result<(), String> {
     let h = view.header();
     // The core compiles in only the architectures asked for; a model of another one would be
     // refused at start, so the build stops here instead.
-    let needs = match h.variant {
-        sensorae::Variant::Vae => Some("vae"),
-        sensorae::Variant::VqVae { .. } => Some("vqvae"),
-        sensorae::Variant::Hierarchical { .. } => Some("hierarchical"),
-        _ => None,
-    };
-    if let Some(feature) = needs {
+    if let Some(feature) = h.variant.feature() {
         let var = format!("CARGO_FEATURE_{}", feature.to_uppercase());
         if env::var_os(&var).is_none() {
             return Err(format!(

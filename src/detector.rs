@@ -739,21 +739,20 @@ impl<S: Storage> Engine<S> {
 
 /// Refuses a model whose architecture's inference this build leaves out (cargo features).
 fn compiled_in(variant: Variant) -> Result<(), LoadError> {
-    let missing = match variant {
-        #[cfg(not(feature = "vae"))]
-        Variant::Vae => Some("vae"),
-        #[cfg(not(feature = "vqvae"))]
-        Variant::VqVae { .. } => Some("vqvae"),
-        #[cfg(not(feature = "hierarchical"))]
-        Variant::Hierarchical { .. } => Some("hierarchical"),
-        _ => None,
+    #[allow(clippy::match_like_matches_macro)]
+    // reason: the arms are `cfg!`, true or false per build
+    let compiled = match variant {
+        Variant::Vae => cfg!(feature = "vae"),
+        Variant::VqVae { .. } => cfg!(feature = "vqvae"),
+        Variant::Hierarchical { .. } => cfg!(feature = "hierarchical"),
+        _ => true,
     };
-    match missing {
-        Some(feature) => Err(LoadError::NotCompiledIn {
+    match variant.feature() {
+        Some(feature) if !compiled => Err(LoadError::NotCompiledIn {
             variant: variant.name(),
             feature,
         }),
-        None => Ok(()),
+        _ => Ok(()),
     }
 }
 

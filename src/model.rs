@@ -111,6 +111,18 @@ impl Variant {
             Variant::Hierarchical { .. } => "hierarchical",
         }
     }
+
+    /// The cargo feature of `sensorae` that compiles in this variant's inference, if it needs
+    /// one (dense and tied models need none).
+    #[must_use]
+    pub const fn feature(self) -> Option<&'static str> {
+        match self {
+            Variant::Vae => Some("vae"),
+            Variant::VqVae { .. } => Some("vqvae"),
+            Variant::Hierarchical { .. } => Some("hierarchical"),
+            _ => None,
+        }
+    }
 }
 
 /// The inference architecture, which fixes the order and shapes of the stored parameters.
