@@ -51,6 +51,7 @@ impl Activation {
     }
 
     /// One `match` per layer, not per value, so each loop is branch-free and vectorises.
+    #[inline(always)]
     fn apply_all(self, ys: &mut [f32]) {
         match self {
             Activation::Linear => {}
@@ -150,19 +151,78 @@ pub(crate) fn affine(
     if w.len() != rows.checked_mul(cols)? || b.len() != rows || x[0].len() + x[1].len() != cols {
         return None;
     }
-    if transposed {
-        // Output k is the dot product of W's column k with x, read in one part.
-        if !x[1].is_empty() {
-            return None;
-        }
-        for (k, (yk, &bk)) in y.iter_mut().zip(b).enumerate() {
-            *yk = bk + dot_column(w, cols, rows, k, x[0]);
-        }
-    } else {
-        matvec(w, b, rows, x, y);
+    // Output k of the transposed product is the dot product of W's column k with x, read in
+    // one part.
+    if transposed && !x[1].is_empty() {
+        return None;
     }
-    act.apply_all(y);
+    let layer = Layer {
+        w,
+        b,
+        rows,
+        cols,
+        transposed,
+        x,
+        y,
+        act,
+    };
+    #[cfg(all(feature = "simd", target_arch = "x86_64"))]
+    if let Some(avx2) = pulp::x86::V3::try_new() {
+        pulp::Simd::vectorize(avx2, layer);
+        return Some(());
+    }
+    layer.run();
     Some(())
+}
+
+/// One checked call of [`affine`]: what the kernel runs, with or without wider vectors.
+struct Layer<'a> {
+    w: &'a [f32],
+    b: &'a [f32],
+    rows: usize,
+    cols: usize,
+    transposed: bool,
+    x: Parts<'a>,
+    y: &'a mut [f32],
+    act: Activation,
+}
+
+impl Layer<'_> {
+    /// Inlined into each caller, so that under [`pulp`] the loops are compiled for AVX2: the
+    /// same multiplies and additions in the same order in wider registers (Rust never fuses
+    /// them), so every score keeps its bits.
+    #[inline(always)]
+    fn run(self) {
+        let Layer {
+            w,
+            b,
+            rows,
+            cols,
+            transposed,
+            x,
+            y,
+            act,
+        } = self;
+        if transposed {
+            for (k, (yk, &bk)) in y.iter_mut().zip(b).enumerate() {
+                *yk = bk + dot_column(w, cols, rows, k, x[0]);
+            }
+        } else {
+            matvec(w, b, rows, x, y);
+        }
+        act.apply_all(y);
+    }
+}
+
+/// x86-64 hosts with AVX2 (checked once, cached by pulp) run [`Layer::run`] compiled for it.
+#[cfg(all(feature = "simd", target_arch = "x86_64"))]
+impl pulp::WithSimd for Layer<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) {
+        self.run();
+    }
 }
 
 /// Rows of the kernel's widest block: 16 sums plus `x_j` and a weight fill the Cortex-M4F's 32
@@ -214,6 +274,7 @@ pub(crate) const fn block_index(row: usize, rows: usize, cols: usize, col: usize
 /// their `R` sums held in registers while walking the block's columns, so each column step is
 /// one load of `x_j`, `R` consecutive weight loads and `R` multiply-adds (`R` up to
 /// [`WIDEST`]).
+#[inline(always)]
 fn matvec(w: &[f32], b: &[f32], rows: usize, x: Parts<'_>, y: &mut [f32]) {
     let cols = x[0].len() + x[1].len();
     let mut r0 = 0;
@@ -291,6 +352,7 @@ columns!(columns1, 1, [0]);
 /// vectorises) over the rows the 16- and 8-row blocks hold, added up, then the single rows.
 /// The same sums in the same order as over a contiguous column (`k`'s entries are contiguous
 /// within each block), so the layout does not change a bit of the result.
+#[inline(always)]
 fn dot_column(w: &[f32], w_rows: usize, w_cols: usize, k: usize, x: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let mut r0 = 0;
@@ -542,10 +604,10 @@ pub(crate) fn channel_errors(
     }
     let (xhat0, xhat1) = xhat.split_at(x[0].len().min(xhat.len()));
     for (xs, ys) in [(x[0], xhat0), (x[1], xhat1)] {
-        for (xs, ys) in xs.chunks_exact(channels).zip(ys.chunks_exact(channels)) {
-            for ((o, &a), &b) in out.iter_mut().zip(xs).zip(ys) {
-                *o += metric.entry(a, b);
-            }
+        // The squared error gets its own loop, free of the per-entry `match`, so it vectorises.
+        match metric {
+            ErrorMetric::Mse => add_entries(xs, ys, out, |a, b| (a - b) * (a - b)),
+            _ => add_entries(xs, ys, out, |a, b| metric.entry(a, b)),
         }
     }
     let steps = ((x[0].len() + x[1].len()) / channels).max(1) as f32;
@@ -555,6 +617,17 @@ pub(crate) fn channel_errors(
         *o /= steps;
     }
     total / (steps * channels as f32)
+}
+
+/// `out[c] += entry(x, xhat)` over the time steps of a time-major part.
+#[inline(always)]
+fn add_entries(xs: &[f32], ys: &[f32], out: &mut [f32], entry: impl Fn(f32, f32) -> f32) {
+    let channels = out.len();
+    for (xs, ys) in xs.chunks_exact(channels).zip(ys.chunks_exact(channels)) {
+        for ((o, &a), &b) in out.iter_mut().zip(xs).zip(ys) {
+            *o += entry(a, b);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -579,6 +652,73 @@ mod tests {
         // 20 rows (under WIDEST on every target): a 16-row block, then 4 single rows.
         assert_eq!(block_index(0, 20, 3, 1), 16);
         assert_eq!(block_index(17, 20, 3, 2), 16 * 3 + 3 + 2);
+    }
+
+    /// The kernel compiled for AVX2 (what hosts run) gives the same bits as the baseline
+    /// build of the same code (what the device and other hosts run), for block and tail row
+    /// counts, both parts of the window, the transposed product and every activation.
+    #[cfg(all(feature = "simd", target_arch = "x86_64"))]
+    #[test]
+    fn avx2_kernel_gives_the_same_bits() {
+        use rand::{RngExt, SeedableRng};
+        let avx2 = pulp::x86::V3::try_new().expect("this test needs an x86-64 CPU with AVX2");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let acts = [
+            Activation::Linear,
+            Activation::Relu,
+            Activation::LeakyRelu { slope: 0.1 },
+            Activation::Sigmoid,
+            Activation::Tanh,
+            Activation::SoftThreshold { lambda: 0.3 },
+        ];
+        let mut checked = 0;
+        for rows in [1, 7, 8, 9, 16, 17, 31, 32, 33, 64, 75] {
+            for cols in [1, 3, 8, 64, 128] {
+                let w: std::vec::Vec<f32> = (0..rows * cols)
+                    .map(|_| rng.random_range(-1.0f32..1.0))
+                    .collect();
+                let b: std::vec::Vec<f32> =
+                    (0..rows).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+                let x: std::vec::Vec<f32> =
+                    (0..cols).map(|_| rng.random_range(-3.0f32..3.0)).collect();
+                let split = cols / 3;
+                for (transposed, parts) in [
+                    (false, [&x[..split], &x[split..]]),
+                    (true, [&x[..], &[][..]]),
+                ] {
+                    let (rows, cols) = if transposed {
+                        (cols, rows)
+                    } else {
+                        (rows, cols)
+                    };
+                    let Some(b) = b.get(..rows).or(x.get(..rows)) else {
+                        continue;
+                    };
+                    for act in acts {
+                        let (mut plain, mut wide) = ([0.0f32; 128], [0.0f32; 128]);
+                        let layer = |y| Layer {
+                            w: &w,
+                            b,
+                            rows,
+                            cols,
+                            transposed,
+                            x: parts,
+                            y,
+                            act,
+                        };
+                        layer(&mut plain[..rows]).run();
+                        pulp::Simd::vectorize(avx2, layer(&mut wide[..rows]));
+                        assert_eq!(
+                            plain.map(f32::to_bits),
+                            wide.map(f32::to_bits),
+                            "{rows}x{cols} transposed {transposed} {act:?}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 500, "{checked}");
     }
 
     /// The segments of every architecture cover its parameters exactly.
