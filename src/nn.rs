@@ -51,7 +51,7 @@ impl Activation {
     }
 
     /// One `match` per layer, not per value, so each loop is branch-free and vectorises.
-    #[inline(always)]
+    #[cfg_attr(feature = "simd", inline(always))]
     fn apply_all(self, ys: &mut [f32]) {
         match self {
             Activation::Linear => {}
@@ -274,7 +274,7 @@ pub(crate) const fn block_index(row: usize, rows: usize, cols: usize, col: usize
 /// their `R` sums held in registers while walking the block's columns, so each column step is
 /// one load of `x_j`, `R` consecutive weight loads and `R` multiply-adds (`R` up to
 /// [`WIDEST`]).
-#[inline(always)]
+#[cfg_attr(feature = "simd", inline(always))]
 fn matvec(w: &[f32], b: &[f32], rows: usize, x: Parts<'_>, y: &mut [f32]) {
     let cols = x[0].len() + x[1].len();
     let mut r0 = 0;
@@ -352,7 +352,7 @@ columns!(columns1, 1, [0]);
 /// vectorises) over the rows the 16- and 8-row blocks hold, added up, then the single rows.
 /// The same sums in the same order as over a contiguous column (`k`'s entries are contiguous
 /// within each block), so the layout does not change a bit of the result.
-#[inline(always)]
+#[cfg_attr(feature = "simd", inline(always))]
 fn dot_column(w: &[f32], w_rows: usize, w_cols: usize, k: usize, x: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let mut r0 = 0;
