@@ -27,7 +27,7 @@ pub struct ChannelState {
     /// Channel-masked models: samples until the window holds no hidden (zeroed) value of
     /// this channel any more; while it is non-zero the channel is left out of the score.
     pub masked_left: u16,
-    /// Explains the current alarm, so its baseline holds still ([`AlarmHold::Explaining`]).
+    /// Explains the current alarm, so its baseline holds still ([`AlarmHold::Explaining`](crate::AlarmHold::Explaining)).
     pub explains: bool,
 }
 

@@ -56,7 +56,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.01)]
     pub leaky_slope: f32,
     /// Reconstruction loss and score: mse, mae or bce (bce scales inputs to [0, 1]); or, for
-    /// training only, ssim (1 - SSIM per channel over the window) or combined:ALPHA[:PIXEL]
+    /// training only, ssim (1 - SSIM per channel over the window) or combined:ALPHA or combined:ALPHA:PIXEL
     /// (ALPHA * PIXEL + (1 - ALPHA) * (1 - SSIM), PIXEL mse by default). The model then
     /// scores with the pixel metric (mse for ssim).
     #[arg(long, default_value = "mse", value_parser = parse_loss)]
@@ -95,7 +95,7 @@ pub struct TrainArgs {
     /// VQ-VAE: number of codebook entries K (default 16).
     #[arg(long)]
     pub codebook: Option<u16>,
-    /// VQ-VAE: commitment weight beta of ||z_e - sg[e]||^2 (default 0.25).
+    /// VQ-VAE: commitment weight beta of ||z_e - sg(e)||^2 (default 0.25).
     #[arg(long)]
     pub commitment: Option<f32>,
     /// VQ-VAE: weight of the squared distance to the nearest code added to the anomaly score.
@@ -161,7 +161,7 @@ pub struct TrainArgs {
     /// Use only the first fraction F of each file for training.
     #[arg(long)]
     pub train_fraction: Option<f64>,
-    /// Threshold method: quantile:Q, sigma:K or pot:RISK[:INITIAL_QUANTILE].
+    /// Threshold method: quantile:Q, sigma:K or pot:RISK or pot:RISK:INITIAL_QUANTILE.
     #[arg(long, default_value = "quantile:0.99")]
     pub threshold: Method,
     /// Window score: mean over all entries, or max-channel (largest per-channel error).
