@@ -414,7 +414,15 @@ pub fn options(variant: &str, extra: &[String]) -> Result<FitOptions> {
         _ => {}
     }
     argv.extend(extra.iter().map(String::as_str));
-    let w = Wrapper::try_parse_from(argv).map_err(|e| Error::Usage(e.to_string()))?;
+    // Clap's message runs over several lines (usage, help hint); the first says what is wrong.
+    let w = Wrapper::try_parse_from(argv).map_err(|e| {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        Error::Usage(format!(
+            "{variant}: {}",
+            first.trim_start_matches("error: ")
+        ))
+    })?;
     let mut opts = w.train.fit_options()?;
     opts.name = format!("skab-{variant}");
     Ok(opts)
