@@ -296,6 +296,45 @@ fn skab_bench_prints_both_alignments_and_the_baseline() {
     }
 }
 
+/// `--anomaly-free` runs the same protocol on pieces of the anomaly-free recording, where every
+/// alarm is false; `--set` overrides a variant's knobs (here an alarm that needs more exceeding
+/// windows than a piece has, so none can turn on).
+#[test]
+fn skab_bench_anomaly_free_pieces_and_overrides() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/skab");
+    let tmp = tempfile::tempdir().unwrap();
+    let far = |extra: &[&str]| -> Vec<f64> {
+        let mut args = vec!["bench", "skab", "--data", data, "--anomaly-free", "--json"];
+        args.extend(extra);
+        let o = sensorae(&args, tmp.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .map(|l| {
+                let r: serde_json::Value = serde_json::from_str(l).unwrap();
+                r["far"].as_f64().unwrap()
+            })
+            .collect()
+    };
+    let defaults = far(&[]);
+    assert_eq!(defaults.len(), 4, "{defaults:?}");
+    assert!(
+        defaults.iter().all(|&f| f > 0.0 && f < 100.0),
+        "{defaults:?}"
+    );
+    assert_eq!(far(&["--set", "--adapt-rate 0.1"]), defaults);
+    // Rows: ae causal, ae leaderboard, no-model causal, no-model leaderboard. The leaderboard
+    // alignment reads exceeding windows, not alarms, so its rows need not be 0 (they move too:
+    // without alarms no baseline ever holds still).
+    let never = far(&["--set", "--alarm-on 1000"]);
+    assert_eq!([never[0], never[2]], [0.0, 0.0], "{never:?}");
+    let o = sensorae(
+        &["bench", "skab", "--data", data, "--set", "--no-such-flag 1"],
+        tmp.path(),
+    );
+    assert_fails(&o, 2, &["--no-such-flag"]);
+}
+
 /// Issue 9's variants and losses through the command line: a VQ-VAE with a soft-threshold code
 /// and the combined loss, a channel-masked autoencoder with the SSIM loss, and a VQ knob on
 /// another variant refused as a usage error.

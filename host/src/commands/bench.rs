@@ -20,6 +20,10 @@ use crate::{
 /// Rows of each file used for training.
 pub const TRAIN_ROWS: usize = 400;
 
+/// Rows of each piece the anomaly-free recording is cut into (`--anomaly-free`): about the
+/// length of a labelled file (SKAB's 34 average 1,100 rows).
+pub const PIECE_ROWS: usize = 1150;
+
 /// The published SKAB leaderboard (outlier detection), from the SKAB README: name, F1, FAR %,
 /// MAR %.
 pub const LEADERBOARD: [(&str, f64, f64, f64); 6] = [
@@ -204,14 +208,37 @@ pub fn run_variant(
     opts: &FitOptions,
     progress: &mut dyn FnMut(&Path),
 ) -> Result<VariantResult> {
+    let mut tables = Vec::with_capacity(files.len());
+    for path in files {
+        let table = data::read_csv(path, &CsvOptions::skab())?;
+        let name = path
+            .strip_prefix(root)
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        tables.push((name, table));
+    }
+    run_tables(&tables, opts, progress)
+}
+
+/// Runs the protocol for one variant's settings on labelled tables, each named for the
+/// per-file rows; returns its rows, the baseline's and its per-table verdicts.
+///
+/// # Errors
+/// Training and calibration errors naming the table's file.
+pub fn run_tables(
+    tables: &[(String, Table)],
+    opts: &FitOptions,
+    progress: &mut dyn FnMut(&Path),
+) -> Result<VariantResult> {
     let mut ours = [Confusion::default(); 2];
     let mut base = [Confusion::default(); 2];
-    let mut per_file = Vec::with_capacity(files.len());
+    let mut per_file = Vec::with_capacity(tables.len());
     let window = usize::from(opts.train.window);
     let variant = opts.train.variant.name();
-    for path in files {
+    for (name, table) in tables {
+        let path = &table.path;
         progress(path);
-        let table = data::read_csv(path, &CsvOptions::skab())?;
         let c = table.channels.len();
         let train = table
             .values
@@ -222,16 +249,12 @@ pub fn run_variant(
                 path: path.clone(),
                 message: e.to_string(),
             })?;
-        let ([a, b], alarm_at_end) = confusions(&fitted.bytes, &table, window)?;
+        let ([a, b], alarm_at_end) = confusions(&fitted.bytes, table, window)?;
         ours[0] += a;
         ours[1] += b;
         per_file.push(FileRow {
             variant: variant.to_owned(),
-            file: path
-                .strip_prefix(root)
-                .unwrap_or(path)
-                .display()
-                .to_string(),
+            file: name.clone(),
             tp: a.tp,
             fp: a.fp,
             fn_: a.fn_,
@@ -239,7 +262,7 @@ pub fn run_variant(
             alarm_at_end,
         });
         let base_bytes = baseline(opts, &fitted, train)?;
-        let ([a, b], _) = confusions(&base_bytes, &table, window)?;
+        let ([a, b], _) = confusions(&base_bytes, table, window)?;
         base[0] += a;
         base[1] += b;
     }
@@ -263,14 +286,63 @@ pub fn run_variant(
     })
 }
 
+/// The anomaly-free recording (`anomaly-free/anomaly-free.csv` under `root`) cut into
+/// consecutive pieces of [`PIECE_ROWS`] rows (the rest is dropped), each labelled normal
+/// throughout: the same protocol on them measures false alarms only, without test labels.
+///
+/// # Errors
+/// [`Error::Read`] or a data error when the file is missing or malformed.
+pub fn anomaly_free_pieces(root: &Path) -> Result<Vec<(String, Table)>> {
+    let path = root.join("anomaly-free").join("anomaly-free.csv");
+    let opts = CsvOptions {
+        label_column: None,
+        ..CsvOptions::skab()
+    };
+    let table = data::read_csv(&path, &opts)?;
+    let c = table.channels.len();
+    let pieces = table.rows() / PIECE_ROWS;
+    Ok((0..pieces)
+        .map(|k| {
+            let rows = k * PIECE_ROWS..(k + 1) * PIECE_ROWS;
+            let piece = Table {
+                path: table.path.clone(),
+                channels: table.channels.clone(),
+                values: table
+                    .values
+                    .get(rows.start * c..rows.end * c)
+                    .unwrap_or(&[])
+                    .to_vec(),
+                labels: Some(vec![0; PIECE_ROWS]),
+                times: table
+                    .times
+                    .as_ref()
+                    .and_then(|t| t.get(rows.clone()))
+                    .map(<[_]>::to_vec),
+                lines: table.lines.get(rows.clone()).unwrap_or(&[]).to_vec(),
+            };
+            (format!("anomaly-free/{}-{}", rows.start, rows.end), piece)
+        })
+        .collect())
+}
+
 /// The benchmark's fixed settings for a variant, chosen before looking at any test result:
 /// see the README's SKAB section for the reasoning.
 ///
 /// # Errors
 /// [`Error::Usage`] if the variant's knobs do not parse.
 pub fn default_options(variant: &str) -> Result<FitOptions> {
+    options(variant, &[])
+}
+
+/// A variant's [`default_options`] with `extra` `sensorae train` flags after them; a flag given
+/// in both takes the value from `extra` (`--set` of `bench skab`).
+///
+/// # Errors
+/// [`Error::Usage`] if the knobs do not parse.
+pub fn options(variant: &str, extra: &[String]) -> Result<FitOptions> {
     use clap::Parser;
     #[derive(clap::Parser)]
+    #[command(args_override_self = true)]
     struct Wrapper {
         #[command(flatten)]
         train: TrainArgs,
@@ -341,7 +413,16 @@ pub fn default_options(variant: &str) -> Result<FitOptions> {
         ]),
         _ => {}
     }
-    let w = Wrapper::try_parse_from(argv).map_err(|e| Error::Usage(e.to_string()))?;
+    argv.extend(extra.iter().map(String::as_str));
+    // Clap's message runs over several lines (usage, help hint); the first says what is wrong.
+    let w = Wrapper::try_parse_from(argv).map_err(|e| {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        Error::Usage(format!(
+            "{variant}: {}",
+            first.trim_start_matches("error: ")
+        ))
+    })?;
     let mut opts = w.train.fit_options()?;
     opts.name = format!("skab-{variant}");
     Ok(opts)
@@ -364,6 +445,16 @@ pub struct SkabArgs {
     /// was still on at the file's end (with `--json`, one object per file and variant).
     #[arg(long)]
     pub per_file: bool,
+    /// Extra `sensorae train` flags for every variant, after its defaults (which they
+    /// override), as one string: `--set '--adapt-rate 0.01 --ewma 0.5'`.
+    #[arg(long, allow_hyphen_values = true)]
+    pub set: Option<String>,
+    /// Instead of the labelled files, the anomaly-free recording cut into pieces of 1,150
+    /// rows, each run like a labelled file: every alarm after its first 400 rows is false, so
+    /// this measures the false-alarm rate without looking at any test label (how the README's
+    /// rules were selected).
+    #[arg(long)]
+    pub anomaly_free: bool,
 }
 
 /// The per-file table of `--per-file`.
@@ -397,22 +488,43 @@ fn print_files(files: &[FileRow]) {
 /// # Errors
 /// Data, training and calibration errors naming the file.
 pub fn run(args: &SkabArgs) -> Result<()> {
-    let files = skab_files(&args.data)?;
-    if files.len() != 34 {
-        return Err(Error::Usage(format!(
-            "{}: expected the 34 labelled SKAB files in valve1, valve2 and other, found {}",
-            args.data.display(),
-            files.len()
-        )));
-    }
+    let tables = if args.anomaly_free {
+        anomaly_free_pieces(&args.data)?
+    } else {
+        let files = skab_files(&args.data)?;
+        if files.len() != 34 {
+            return Err(Error::Usage(format!(
+                "{}: expected the 34 labelled SKAB files in valve1, valve2 and other, found {}",
+                args.data.display(),
+                files.len()
+            )));
+        }
+        let mut tables = Vec::with_capacity(files.len());
+        for path in &files {
+            let name = path
+                .strip_prefix(&args.data)
+                .unwrap_or(path)
+                .display()
+                .to_string();
+            tables.push((name, data::read_csv(path, &CsvOptions::skab())?));
+        }
+        tables
+    };
+    let extra: Vec<String> = args
+        .set
+        .as_deref()
+        .unwrap_or("")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
     let mut rows = Vec::new();
     let mut baseline_rows = Vec::new();
     let mut file_rows = Vec::new();
     let live = !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
     for variant in &args.variant {
-        let opts = default_options(variant)?;
+        let opts = options(variant, &extra)?;
         let started = std::time::Instant::now();
-        let result = run_variant(&args.data, &files, &opts, &mut |p| {
+        let result = run_tables(&tables, &opts, &mut |p| {
             if live {
                 eprint!("\r{variant}: {:<40}", p.display());
             }
@@ -422,7 +534,8 @@ pub fn run(args: &SkabArgs) -> Result<()> {
         }
         if !args.json {
             eprintln!(
-                "{variant}: 34 files in {:.1} s{:40}",
+                "{variant}: {} files in {:.1} s{:40}",
+                tables.len(),
                 started.elapsed().as_secs_f64(),
                 ""
             );
@@ -447,6 +560,17 @@ pub fn run(args: &SkabArgs) -> Result<()> {
     }
     if args.per_file {
         print_files(&file_rows);
+    }
+    if args.anomaly_free {
+        println!(
+            "SKAB anomaly-free recording, {} pieces of {PIECE_ROWS} rows, first {TRAIN_ROWS} of each for training; every alarm on the other rows is false",
+            tables.len()
+        );
+        println!("{:<20} {:<12} {:>8}", "variant", "alignment", "FAR %");
+        for r in &rows {
+            println!("{:<20} {:<12} {:>8.2}", r.variant, r.alignment, r.far);
+        }
+        return Ok(());
     }
     println!(
         "SKAB outlier detection, 34 files, first {TRAIN_ROWS} rows of each for training, pointwise over the test rows"

@@ -186,6 +186,11 @@ pub struct TrainArgs {
     /// then keep it on after the anomaly ends); `follow` holds none (lasting anomalies fade).
     #[arg(long, default_value = "explaining", value_parser = parse_alarm_hold)]
     pub in_alarm: AlarmHold,
+    /// Per-channel error normalisation: divide each channel's window error by its mean on the
+    /// held-out windows (`held-out`) or the training windows (`train`), folded into the
+    /// channel's scale and the first and last layers (no new field in the model file); `off`.
+    #[arg(long, default_value = "off")]
+    pub error_scale: crate::fit::ErrorScale,
     /// Samples of a faulty channel bridged by holding its last value (0 restarts the window).
     #[arg(long, default_value_t = 0)]
     pub hold_max: u16,
@@ -593,6 +598,7 @@ impl TrainArgs {
                 rate: self.adapt_rate,
                 in_alarm: self.in_alarm,
             },
+            error_scale: self.error_scale,
         })
     }
 
