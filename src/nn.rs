@@ -166,14 +166,22 @@ pub(crate) fn affine(
         y,
         act,
     };
+    // Layers under a thousand multiply-adds gain less from wider registers than the switch
+    // costs (the tiny model was 18 % slower with it).
     #[cfg(all(feature = "simd", target_arch = "x86_64"))]
-    if let Some(avx2) = pulp::x86::V3::try_new() {
+    if rows * cols >= SIMD_MIN_MACS
+        && let Some(avx2) = pulp::x86::V3::try_new()
+    {
         pulp::Simd::vectorize(avx2, layer);
         return Some(());
     }
     layer.run();
     Some(())
 }
+
+/// Smallest layer (multiply-adds) run compiled for AVX2.
+#[cfg(all(feature = "simd", target_arch = "x86_64"))]
+const SIMD_MIN_MACS: usize = 1024;
 
 /// One checked call of [`affine`]: what the kernel runs, with or without wider vectors.
 struct Layer<'a> {
