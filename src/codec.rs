@@ -16,6 +16,7 @@ use crate::{
         Activation, Aggregate, Channel, ErrorMetric, Header, MAX_CHANNELS, MAX_CODEBOOK, MAX_WIDTH,
         MAX_WINDOW, MIN_BLOCK, Scaling, ThresholdMethod, Variant,
     },
+    wire,
 };
 
 /// The four bytes every model file starts with.
@@ -106,13 +107,11 @@ impl<'a> ModelView<'a> {
     /// # Errors
     /// A [`DecodeError`] naming the first check that failed.
     pub fn from_payload(payload: &'a [u8]) -> Result<Self, DecodeError> {
-        let (header, mut rest): (Header<'a>, _) =
-            postcard::take_from_bytes(payload).map_err(|_| DecodeError::Payload)?;
+        let (header, mut rest) = wire::take_header(payload).ok_or(DecodeError::Payload)?;
         validate_header(&header)?;
         let channels_start = rest;
         for _ in 0..header.window.channels {
-            let (channel, tail): (Channel<'a>, _) =
-                postcard::take_from_bytes(rest).map_err(|_| DecodeError::Payload)?;
+            let (channel, tail) = wire::take_channel(rest).ok_or(DecodeError::Payload)?;
             validate_channel(&channel)?;
             rest = tail;
         }
@@ -147,7 +146,7 @@ impl<'a> ModelView<'a> {
     pub fn channels(&self) -> impl Iterator<Item = Channel<'a>> + 'a {
         let mut rest = self.channels;
         core::iter::from_fn(move || {
-            let (channel, tail) = postcard::take_from_bytes::<Channel<'a>>(rest).ok()?;
+            let (channel, tail) = wire::take_channel(rest)?;
             rest = tail;
             Some(channel)
         })
