@@ -325,52 +325,48 @@ pub(crate) enum Segment {
 }
 
 /// Calls `f` with the segments of an architecture's parameters, in file order: the order in
-/// which [`reconstruct`] takes them.
+/// which [`reconstruct`] takes them. A hierarchical block of 0 has no coarse path (as in
+/// [`param_count`](crate::param_count)); the reader refuses such a header before loading.
 pub(crate) fn segments(arch: Arch, d: Dims, f: &mut dyn FnMut(Segment)) {
-    use Segment::{Matrix as M, Plain as P};
     let Dims { n, h, z, .. } = d;
-    // `n -> h -> z` with biases, and back `z -> h -> n`.
-    let encoder = |f: &mut dyn FnMut(Segment), n: usize, h: usize, z: usize| {
-        f(M { rows: h, cols: n });
-        f(P(h));
-        f(M { rows: z, cols: h });
-        f(P(z));
-    };
-    let decoder = |f: &mut dyn FnMut(Segment), n: usize, h: usize, z: usize| {
-        f(M { rows: h, cols: z });
-        f(P(h));
-        f(M { rows: n, cols: h });
-        f(P(n));
-    };
-    encoder(f, n, h, z);
+    // Encoder `n -> h -> z`, then what sits between it and the decoder, then the decoder
+    // `z -> h -> n`: one call per layer keeps this small on a microcontroller.
+    layer(f, h, n);
+    layer(f, z, h);
     match arch {
-        Arch::Dense => decoder(f, n, h, z),
         // The decoder reuses the encoder's matrices, transposed: only its biases.
         Arch::Tied => {
-            f(P(h));
-            f(P(n));
+            f(Segment::Plain(h));
+            f(Segment::Plain(n));
+            return;
         }
-        Arch::Vae => {
-            f(M { rows: z, cols: h }); // the log-variance head
-            f(P(z));
-            decoder(f, n, h, z);
-        }
-        Arch::VqVae { codebook } => {
-            f(P(codebook.saturating_mul(z)));
-            decoder(f, n, h, z);
-        }
-        Arch::Hierarchical {
-            block,
-            coarse_hidden,
-            coarse_latent,
-        } => {
-            decoder(f, n, h, z);
-            let nc = n.checked_div(block).unwrap_or(0);
-            encoder(f, nc, coarse_hidden, coarse_latent);
-            decoder(f, nc, coarse_hidden, coarse_latent);
-            f(P(crate::model::GAINS));
-        }
+        Arch::Vae => layer(f, z, h), // the log-variance head
+        Arch::VqVae { codebook } => f(Segment::Plain(codebook.saturating_mul(z))),
+        Arch::Dense | Arch::Hierarchical { .. } => {}
     }
+    layer(f, h, z);
+    layer(f, n, h);
+    if let Arch::Hierarchical {
+        block,
+        coarse_hidden: ch,
+        coarse_latent: cl,
+    } = arch
+    {
+        if let Some(nc) = n.checked_div(block) {
+            layer(f, ch, nc);
+            layer(f, cl, ch);
+            layer(f, ch, cl);
+            layer(f, nc, ch);
+        }
+        f(Segment::Plain(crate::model::GAINS));
+    }
+}
+
+/// A dense layer's parameters: its `rows` x `cols` weights, then its `rows` biases.
+#[inline(never)]
+fn layer(f: &mut dyn FnMut(Segment), rows: usize, cols: usize) {
+    f(Segment::Matrix { rows, cols });
+    f(Segment::Plain(rows));
 }
 
 /// Copies `weights` (file order) into `params`, each weight matrix into block layout.
@@ -382,24 +378,22 @@ pub(crate) fn load_params(
 ) {
     let mut weights = weights;
     let mut base = 0usize;
-    segments(arch, d, &mut |seg| match seg {
-        Segment::Plain(len) => {
-            for slot in params.iter_mut().skip(base).take(len) {
-                *slot = weights.next().unwrap_or(0.0);
-            }
-            base = base.saturating_add(len);
-        }
-        Segment::Matrix { rows, cols } => {
-            for col in 0..cols {
-                for row in 0..rows {
-                    let w = weights.next().unwrap_or(0.0);
-                    if let Some(slot) = params.get_mut(base + block_index(row, rows, cols, col)) {
-                        *slot = w;
-                    }
+    segments(arch, d, &mut |seg| {
+        // A plain run is a one-column matrix, whose block layout is its file order
+        // (`block_index(row, len, 1, 0) == row`): one copying loop for both.
+        let (rows, cols) = match seg {
+            Segment::Plain(len) => (len, 1),
+            Segment::Matrix { rows, cols } => (rows, cols),
+        };
+        for col in 0..cols {
+            for row in 0..rows {
+                let w = weights.next().unwrap_or(0.0);
+                if let Some(slot) = params.get_mut(base + block_index(row, rows, cols, col)) {
+                    *slot = w;
                 }
             }
-            base = base.saturating_add(rows.saturating_mul(cols));
         }
+        base = base.saturating_add(rows.saturating_mul(cols));
     });
 }
 
