@@ -16,7 +16,7 @@ use crate::{
         Activation, Aggregate, Channel, ErrorMetric, Header, MAX_CHANNELS, MAX_CODEBOOK, MAX_WIDTH,
         MAX_WINDOW, MIN_BLOCK, Scaling, ThresholdMethod, Variant,
     },
-    nn::{self, Dims, Segment},
+    nn::{self, Dims},
     wire,
 };
 
@@ -151,6 +151,11 @@ impl<'a> ModelView<'a> {
             rest = tail;
             Some(channel)
         })
+    }
+
+    /// The weights section: the parameters as little-endian `f32`s, in file order.
+    pub(crate) const fn weight_bytes(&self) -> &'a [u8] {
+        self.weights
     }
 
     /// The parameters in file order (see `docs/model-format.md`).
@@ -293,14 +298,7 @@ pub(crate) fn dims_of(h: &Header<'_>) -> Dims {
 /// few hundred bytes of a microcontroller's code). Both are the saturating sum of the same
 /// terms, so they agree on every header (tested below).
 pub(crate) fn param_total(h: &Header<'_>) -> usize {
-    let mut total = 0usize;
-    nn::segments(h.arch(), dims_of(h), &mut |seg| {
-        total = total.saturating_add(match seg {
-            Segment::Matrix { rows, cols } => rows.saturating_mul(cols),
-            Segment::Plain(len) => len,
-        });
-    });
-    total
+    nn::param_total(h.arch(), dims_of(h))
 }
 
 fn check(ok: bool, field: &'static str) -> Result<(), DecodeError> {

@@ -259,7 +259,7 @@ impl<S: Storage> Engine<S> {
         nn::load_params(
             h.arch(),
             crate::codec::dims_of(h),
-            view.weights(),
+            view.weight_bytes(),
             self.storage.params_mut(),
         );
         let b = self.storage.buffers();
