@@ -5,7 +5,7 @@
 //! Cortex-M4F's flash at opt-level "s" (a `SeqAccess::next_element` per struct, enum visitors,
 //! `&str` deserialisation); this reader is a few hundred bytes. It accepts and rejects exactly
 //! what `postcard::take_from_bytes` 1.x does, with the same values and the same remaining
-//! bytes; the `Deserialize` derives stay as the reference that tests (`tests/model_format.rs`)
+//! bytes; the `Deserialize` derives stay as the reference that tests (`tests/wire.rs`)
 //! and the `wire` fuzz target compare it with. The rules (postcard 1.1
 //! `src/de/deserializer.rs`):
 //! - `u16`/`u32`/`u64`/`usize`: LEB128 varint of at most `ceil(bits / 7)` bytes; the last of
