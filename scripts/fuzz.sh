@@ -15,7 +15,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${1:-60}
-targets=(${TARGETS:-model_bytes model_payload push csv})
+targets=(${TARGETS:-model_bytes model_payload wire push csv})
 cd "$root/fuzz"
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
@@ -30,7 +30,7 @@ rm -f build.log
 
 # Seeds.
 seed=$root/fuzz/corpus
-mkdir -p "$seed"/{model_bytes,model_payload,push,csv}
+mkdir -p "$seed"/{model_bytes,model_payload,wire,push,csv}
 synth=$root/target/fuzz-synth
 for spec in "1 2 2 1" "2 3 4 2" "3 8 6 3" "8 16 32 8"; do
     read -r c w h z <<< "$spec"
@@ -42,6 +42,8 @@ cp "$root/firmware/model.snae" "$seed/model_bytes/trained.snae"
 for f in "$seed"/model_bytes/*.snae; do
     # The payload: without the 10-byte prefix and the 4-byte CRC.
     tail -c +11 "$f" | head -c -4 > "$seed/model_payload/$(basename "$f" .snae).payload"
+    # Its header and first channels, for the postcard reader's differential target.
+    tail -c +11 "$f" | head -c 512 > "$seed/wire/$(basename "$f" .snae).header"
 done
 for m in 0 1 2 3; do
     # Model m, then pushes of slowly varying in-range values, a stuck run, specials, a gap.
@@ -66,7 +68,7 @@ if [ -d "$skab" ]; then
 fi
 printf '\x03time,a,b,label\n0,1.5,2,0\n1,,3,1\n2,NaN,4,true\n' > "$seed/csv/labels"
 
-declare -A max_len=([model_bytes]=40000 [model_payload]=40000 [push]=2048 [csv]=4096)
+declare -A max_len=([model_bytes]=40000 [model_payload]=40000 [wire]=1024 [push]=2048 [csv]=4096)
 summary=()
 status=0
 for t in "${targets[@]}"; do

@@ -16,6 +16,8 @@ use crate::{
         Activation, Aggregate, Channel, ErrorMetric, Header, MAX_CHANNELS, MAX_CODEBOOK, MAX_WIDTH,
         MAX_WINDOW, MIN_BLOCK, Scaling, ThresholdMethod, Variant,
     },
+    nn::{self, Dims},
+    wire,
 };
 
 /// The four bytes every model file starts with.
@@ -106,20 +108,18 @@ impl<'a> ModelView<'a> {
     /// # Errors
     /// A [`DecodeError`] naming the first check that failed.
     pub fn from_payload(payload: &'a [u8]) -> Result<Self, DecodeError> {
-        let (header, mut rest): (Header<'a>, _) =
-            postcard::take_from_bytes(payload).map_err(|_| DecodeError::Payload)?;
+        let (header, mut rest) = wire::take_header(payload).ok_or(DecodeError::Payload)?;
         validate_header(&header)?;
         let channels_start = rest;
         for _ in 0..header.window.channels {
-            let (channel, tail): (Channel<'a>, _) =
-                postcard::take_from_bytes(rest).map_err(|_| DecodeError::Payload)?;
+            let (channel, tail) = wire::take_channel(rest).ok_or(DecodeError::Payload)?;
             validate_channel(&channel)?;
             rest = tail;
         }
         let channels = channels_start
             .get(..channels_start.len() - rest.len())
             .ok_or(DecodeError::Payload)?;
-        let expected = header.param_count().saturating_mul(4);
+        let expected = param_total(&header).saturating_mul(4);
         if rest.len() != expected {
             return Err(DecodeError::WeightsLength {
                 expected,
@@ -147,10 +147,15 @@ impl<'a> ModelView<'a> {
     pub fn channels(&self) -> impl Iterator<Item = Channel<'a>> + 'a {
         let mut rest = self.channels;
         core::iter::from_fn(move || {
-            let (channel, tail) = postcard::take_from_bytes::<Channel<'a>>(rest).ok()?;
+            let (channel, tail) = wire::take_channel(rest)?;
             rest = tail;
             Some(channel)
         })
+    }
+
+    /// The weights section: the parameters as little-endian `f32`s, in file order.
+    pub(crate) const fn weight_bytes(&self) -> &'a [u8] {
+        self.weights
     }
 
     /// The parameters in file order (see `docs/model-format.md`).
@@ -278,6 +283,24 @@ fn finish_frame(out: &mut [u8], end: usize) -> Result<usize, EncodeError> {
     Ok(end + CRC_LEN)
 }
 
+/// The sizes of a header as the inference code takes them.
+pub(crate) fn dims_of(h: &Header<'_>) -> Dims {
+    Dims {
+        c: usize::from(h.window.channels),
+        n: h.input(),
+        h: h.layers.hidden as usize,
+        z: h.layers.latent as usize,
+    }
+}
+
+/// [`Header::param_count`], counted by walking [`nn::segments`], which loading links anyway,
+/// instead of by the layout's second description in [`param_count`](crate::param_count) (a
+/// few hundred bytes of a microcontroller's code). Both are the saturating sum of the same
+/// terms, so they agree on every header (tested below).
+pub(crate) fn param_total(h: &Header<'_>) -> usize {
+    nn::param_total(h.arch(), dims_of(h))
+}
+
 fn check(ok: bool, field: &'static str) -> Result<(), DecodeError> {
     if ok {
         Ok(())
@@ -286,10 +309,22 @@ fn check(ok: bool, field: &'static str) -> Result<(), DecodeError> {
     }
 }
 
+/// `Err(InvalidField { field })` for the first `field => condition` that is false, in the
+/// order written, or `Ok(())`. (The conditions evaluated at once into flags, with the names in
+/// one table, was 260 bytes larger on a Cortex-M4F.)
+macro_rules! first_invalid {
+    ($($field:literal => $ok:expr,)*) => {{
+        $(check($ok, $field)?;)*
+        Ok(())
+    }};
+}
+
+/// Not inlined: the header has four activations to check.
+#[inline(never)]
 fn valid_activation(a: Activation) -> bool {
     match a {
-        Activation::LeakyRelu { slope } => slope.is_finite() && (0.0..1.0).contains(&slope),
-        Activation::SoftThreshold { lambda } => lambda.is_finite() && lambda >= 0.0,
+        Activation::LeakyRelu { slope } => (0.0..1.0).contains(&slope),
+        Activation::SoftThreshold { lambda } => (0.0..f32::INFINITY).contains(&lambda),
         _ => true,
     }
 }
@@ -297,86 +332,24 @@ fn valid_activation(a: Activation) -> bool {
 fn validate_header(h: &Header<'_>) -> Result<(), DecodeError> {
     let c = usize::from(h.window.channels);
     let w = usize::from(h.window.length);
-    check((1..=MAX_CHANNELS).contains(&c), "window.channels")?;
-    check((1..=MAX_WINDOW).contains(&w), "window.length")?;
-    check(h.window.hop >= 1, "window.hop")?;
-    check(c * w <= MAX_WIDTH, "window.channels*window.length")?;
     let hidden = h.layers.hidden as usize;
     let latent = h.layers.latent as usize;
-    check((1..=MAX_WIDTH).contains(&hidden), "layers.hidden")?;
-    check((1..=MAX_WIDTH).contains(&latent), "layers.latent")?;
-    check(
-        valid_activation(h.layers.encoder_hidden),
-        "layers.encoder_hidden",
-    )?;
-    check(valid_activation(h.layers.code), "layers.code")?;
-    check(
-        valid_activation(h.layers.decoder_hidden),
-        "layers.decoder_hidden",
-    )?;
-    check(valid_activation(h.layers.output), "layers.output")?;
-    check(
-        !(h.tied
-            && matches!(
-                h.variant,
-                Variant::Vae | Variant::VqVae { .. } | Variant::Hierarchical { .. }
-            )),
-        "tied",
-    )?;
-    if let Variant::VqVae { codebook } = h.variant {
-        check(
-            (1..=MAX_CODEBOOK).contains(&usize::from(codebook)),
-            "variant.codebook",
-        )?;
-    }
-    if let Variant::Hierarchical {
-        block,
-        coarse_hidden,
-        coarse_latent,
-    } = h.variant
-    {
-        let block = usize::from(block);
-        check(
-            block >= MIN_BLOCK && w.is_multiple_of(block),
-            "variant.block",
-        )?;
-        check(
-            (1..=MAX_WIDTH).contains(&usize::from(coarse_hidden)),
-            "variant.coarse_hidden",
-        )?;
-        check(
-            (1..=MAX_WIDTH).contains(&usize::from(coarse_latent)),
-            "variant.coarse_latent",
-        )?;
-        // A (saturated) parameter or byte count past the address space is refused, not wrapped.
-        check(
-            h.param_count()
-                .checked_mul(4)
-                .is_some_and(|b| b < usize::MAX)
-                && h.scratch_len() < usize::MAX,
-            "variant",
-        )?;
-    }
-    check(
-        h.scoring.metric != ErrorMetric::Bce || h.scaling == Scaling::MinMax,
-        "scaling",
-    )?;
-    check(
-        h.scoring.kl_weight.is_finite() && h.scoring.kl_weight >= 0.0,
-        "scoring.kl_weight",
-    )?;
-    check(
-        h.scoring.ewma.is_finite() && h.scoring.ewma > 0.0 && h.scoring.ewma <= 1.0,
-        "scoring.ewma",
-    )?;
-    check(
-        matches!(h.scoring.aggregate, Aggregate::Mean | Aggregate::MaxChannel),
-        "scoring.aggregate",
-    )?;
-    check(
-        h.threshold.value.is_finite() && h.threshold.value >= 0.0,
-        "threshold.value",
-    )?;
+    let codebook = match h.variant {
+        Variant::VqVae { codebook } => Some(usize::from(codebook)),
+        _ => None,
+    };
+    let hier = match h.variant {
+        Variant::Hierarchical {
+            block,
+            coarse_hidden,
+            coarse_latent,
+        } => Some((
+            usize::from(block),
+            usize::from(coarse_hidden),
+            usize::from(coarse_latent),
+        )),
+        _ => None,
+    };
     let method_ok = match h.threshold.method {
         ThresholdMethod::Fixed => true,
         ThresholdMethod::Quantile { q } => q > 0.0 && q < 1.0,
@@ -386,25 +359,109 @@ fn validate_header(h: &Header<'_>) -> Result<(), DecodeError> {
             initial_quantile,
         } => risk > 0.0 && risk < 1.0 && initial_quantile > 0.0 && initial_quantile < 1.0,
     };
-    check(method_ok, "threshold.method")?;
-    check(
-        h.adaptation.rate.is_finite() && (0.0..1.0).contains(&h.adaptation.rate),
-        "adaptation.rate",
-    )?;
-    check(h.alarm.on_after >= 1, "alarm.on_after")?;
-    check(h.alarm.off_after >= 1, "alarm.off_after")?;
-    Ok(())
+    // Comparisons are false for NaN, so a range with finite or open infinite bounds implies
+    // `is_finite`.
+    first_invalid! {
+        "window.channels" => (1..=MAX_CHANNELS).contains(&c),
+        "window.length" => (1..=MAX_WINDOW).contains(&w),
+        "window.hop" => h.window.hop >= 1,
+        "window.channels*window.length" => c * w <= MAX_WIDTH,
+        "layers.hidden" => (1..=MAX_WIDTH).contains(&hidden),
+        "layers.latent" => (1..=MAX_WIDTH).contains(&latent),
+        "layers.encoder_hidden" => valid_activation(h.layers.encoder_hidden),
+        "layers.code" => valid_activation(h.layers.code),
+        "layers.decoder_hidden" => valid_activation(h.layers.decoder_hidden),
+        "layers.output" => valid_activation(h.layers.output),
+        "tied" => !(h.tied
+            && matches!(
+                h.variant,
+                Variant::Vae | Variant::VqVae { .. } | Variant::Hierarchical { .. }
+            )),
+        "variant.codebook" => codebook.is_none_or(|k| (1..=MAX_CODEBOOK).contains(&k)),
+        "variant.block" => hier.is_none_or(|(b, _, _)| b >= MIN_BLOCK && w.is_multiple_of(b)),
+        "variant.coarse_hidden" => hier.is_none_or(|(_, ch, _)| (1..=MAX_WIDTH).contains(&ch)),
+        "variant.coarse_latent" => hier.is_none_or(|(_, _, cl)| (1..=MAX_WIDTH).contains(&cl)),
+        // A (saturated) parameter or byte count past the address space is refused, not
+        // wrapped.
+        "variant" => hier.is_none()
+            || (param_total(h).checked_mul(4).is_some_and(|b| b < usize::MAX)
+                && h.scratch_len() < usize::MAX),
+        "scaling" => h.scoring.metric != ErrorMetric::Bce || h.scaling == Scaling::MinMax,
+        "scoring.kl_weight" => (0.0..f32::INFINITY).contains(&h.scoring.kl_weight),
+        "scoring.ewma" => h.scoring.ewma > 0.0 && h.scoring.ewma <= 1.0,
+        "scoring.aggregate" => {
+            matches!(h.scoring.aggregate, Aggregate::Mean | Aggregate::MaxChannel)
+        },
+        "threshold.value" => (0.0..f32::INFINITY).contains(&h.threshold.value),
+        "threshold.method" => method_ok,
+        "adaptation.rate" => (0.0..1.0).contains(&h.adaptation.rate),
+        "alarm.on_after" => h.alarm.on_after >= 1,
+        "alarm.off_after" => h.alarm.off_after >= 1,
+    }
 }
 
 fn validate_channel(ch: &Channel<'_>) -> Result<(), DecodeError> {
-    check(ch.offset.is_finite(), "channel.offset")?;
-    check(
-        ch.scale.is_finite() && ch.scale > 0.0 && (1.0 / ch.scale).is_finite(),
-        "channel.scale",
-    )?;
-    check(
-        !ch.min.is_nan() && !ch.max.is_nan() && ch.min <= ch.max,
-        "channel.range",
-    )?;
-    Ok(())
+    first_invalid! {
+        "channel.offset" => ch.offset.is_finite(),
+        "channel.scale" => {
+            ch.scale.is_finite() && ch.scale > 0.0 && (1.0 / ch.scale).is_finite()
+        },
+        "channel.range" => !ch.min.is_nan() && !ch.max.is_nan() && ch.min <= ch.max,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::testing;
+
+    fn any_variant() -> impl Strategy<Value = Variant> {
+        let size = prop_oneof![0..5u16, any::<u16>()];
+        prop_oneof![
+            Just(Variant::Plain),
+            Just(Variant::Vae),
+            size.clone()
+                .prop_map(|codebook| Variant::VqVae { codebook }),
+            (size.clone(), size.clone(), size).prop_map(|(block, ch, cl)| {
+                Variant::Hierarchical {
+                    block,
+                    coarse_hidden: ch,
+                    coarse_latent: cl,
+                }
+            }),
+        ]
+    }
+
+    proptest! {
+        /// The loader's count and the public one agree on every header, valid or not, up to
+        /// saturation (widths near `u32::MAX` overflow even a 64-bit count).
+        #[test]
+        fn param_total_is_param_count(
+            variant in any_variant(),
+            tied in any::<bool>(),
+            c in prop_oneof![1..9u16, any::<u16>()],
+            w in prop_oneof![1..9u16, any::<u16>()],
+            hidden in prop_oneof![0..9u32, any::<u32>(), Just(u32::MAX)],
+            latent in prop_oneof![0..9u32, any::<u32>()],
+        ) {
+            let mut h = testing::header(c, w, hidden, latent);
+            h.variant = variant;
+            h.tied = tied;
+            prop_assert_eq!(param_total(&h), h.param_count());
+        }
+    }
+
+    #[test]
+    fn param_total_saturates_like_param_count() {
+        let mut h = testing::header(u16::MAX, u16::MAX, u32::MAX, u32::MAX);
+        assert_eq!(h.param_count(), usize::MAX);
+        assert_eq!(param_total(&h), usize::MAX);
+        h.variant = Variant::VqVae { codebook: u16::MAX };
+        assert_eq!(param_total(&h), h.param_count());
+        h.layers.hidden = 3;
+        assert_eq!(param_total(&h), h.param_count());
+        assert!(param_total(&h) > 0);
+    }
 }

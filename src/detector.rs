@@ -256,13 +256,12 @@ impl<S: Storage> Engine<S> {
         let h = view.header();
         compiled_in(h.variant)?;
         self.storage.prepare(h)?;
-        let dims = Dims {
-            c: usize::from(h.window.channels),
-            n: h.input(),
-            h: h.layers.hidden as usize,
-            z: h.layers.latent as usize,
-        };
-        nn::load_params(h.arch(), dims, view.weights(), self.storage.params_mut());
+        nn::load_params(
+            h.arch(),
+            crate::codec::dims_of(h),
+            view.weight_bytes(),
+            self.storage.params_mut(),
+        );
         let b = self.storage.buffers();
         for (slot, ch) in b.channels.iter_mut().zip(view.channels()) {
             *slot = ChannelState {

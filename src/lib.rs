@@ -78,6 +78,7 @@ pub mod testing;
 mod verdict;
 #[cfg(feature = "vqvae")]
 mod vq;
+mod wire;
 
 #[cfg(feature = "alloc")]
 pub use codec::encode_to_vec;

@@ -384,93 +384,120 @@ fn dot_column(w: &[f32], w_rows: usize, w_cols: usize, k: usize, x: &[f32]) -> f
     sum
 }
 
-/// A run of a model's parameters in file order: a weight matrix the dense kernel reads
-/// (block layout in the detector), or values read as they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Segment {
-    /// `rows` x `cols`, column-major in the file.
-    Matrix { rows: usize, cols: usize },
-    /// Biases, a codebook, gains.
-    Plain(usize),
+/// A walk over a model's parameters in file order, run by run: it counts them and, given the
+/// weights section and room, copies them, each weight matrix into block layout. A concrete type
+/// rather than a callback: a call through `dyn FnMut` shared by two callers may unwind as far as
+/// the compiler knows (which broke the link-time proof of panic freedom in `fuzz/nopanic`), and
+/// a generic one is compiled once per caller.
+pub(crate) struct ParamWalk<'w> {
+    /// Parameters so far (saturating).
+    pub total: usize,
+    /// The file's little-endian `f32`s not copied yet, and where they go.
+    copy: Option<(&'w [u8], &'w mut [f32])>,
 }
 
-/// Calls `f` with the segments of an architecture's parameters, in file order: the order in
-/// which [`reconstruct`] takes them.
-pub(crate) fn segments(arch: Arch, d: Dims, f: &mut dyn FnMut(Segment)) {
-    use Segment::{Matrix as M, Plain as P};
-    let Dims { n, h, z, .. } = d;
-    // `n -> h -> z` with biases, and back `z -> h -> n`.
-    let encoder = |f: &mut dyn FnMut(Segment), n: usize, h: usize, z: usize| {
-        f(M { rows: h, cols: n });
-        f(P(h));
-        f(M { rows: z, cols: h });
-        f(P(z));
-    };
-    let decoder = |f: &mut dyn FnMut(Segment), n: usize, h: usize, z: usize| {
-        f(M { rows: h, cols: z });
-        f(P(h));
-        f(M { rows: n, cols: h });
-        f(P(n));
-    };
-    encoder(f, n, h, z);
-    match arch {
-        Arch::Dense => decoder(f, n, h, z),
-        // The decoder reuses the encoder's matrices, transposed: only its biases.
-        Arch::Tied => {
-            f(P(h));
-            f(P(n));
-        }
-        Arch::Vae => {
-            f(M { rows: z, cols: h }); // the log-variance head
-            f(P(z));
-            decoder(f, n, h, z);
-        }
-        Arch::VqVae { codebook } => {
-            f(P(codebook.saturating_mul(z)));
-            decoder(f, n, h, z);
-        }
-        Arch::Hierarchical {
-            block,
-            coarse_hidden,
-            coarse_latent,
-        } => {
-            decoder(f, n, h, z);
-            let nc = n.checked_div(block).unwrap_or(0);
-            encoder(f, nc, coarse_hidden, coarse_latent);
-            decoder(f, nc, coarse_hidden, coarse_latent);
-            f(P(crate::model::GAINS));
+impl<'w> ParamWalk<'w> {
+    /// Counts only.
+    pub(crate) const fn count() -> Self {
+        ParamWalk {
+            total: 0,
+            copy: None,
         }
     }
-}
 
-/// Copies `weights` (file order) into `params`, each weight matrix into block layout.
-pub(crate) fn load_params(
-    arch: Arch,
-    d: Dims,
-    weights: impl Iterator<Item = f32>,
-    params: &mut [f32],
-) {
-    let mut weights = weights;
-    let mut base = 0usize;
-    segments(arch, d, &mut |seg| match seg {
-        Segment::Plain(len) => {
-            for slot in params.iter_mut().skip(base).take(len) {
-                *slot = weights.next().unwrap_or(0.0);
-            }
-            base = base.saturating_add(len);
+    /// Copies `weights` into `params` as well.
+    pub(crate) fn copy(weights: &'w [u8], params: &'w mut [f32]) -> Self {
+        ParamWalk {
+            total: 0,
+            copy: Some((weights, params)),
         }
-        Segment::Matrix { rows, cols } => {
+    }
+
+    /// A run of `rows` x `cols` parameters: a weight matrix, column-major in the file, or with
+    /// `cols == 1` biases, a codebook or gains (whose block layout is their file order,
+    /// `block_index(row, len, 1, 0) == row`).
+    #[inline(never)]
+    fn run(&mut self, rows: usize, cols: usize) {
+        if let Some((weights, params)) = &mut self.copy {
             for col in 0..cols {
                 for row in 0..rows {
-                    let w = weights.next().unwrap_or(0.0);
-                    if let Some(slot) = params.get_mut(base + block_index(row, rows, cols, col)) {
+                    let w = match weights.split_first_chunk::<4>() {
+                        Some((b, rest)) => {
+                            *weights = rest;
+                            f32::from_le_bytes(*b)
+                        }
+                        None => 0.0,
+                    };
+                    let at = self.total + block_index(row, rows, cols, col);
+                    if let Some(slot) = params.get_mut(at) {
                         *slot = w;
                     }
                 }
             }
-            base = base.saturating_add(rows.saturating_mul(cols));
         }
-    });
+        self.total = self.total.saturating_add(rows.saturating_mul(cols));
+    }
+
+    /// A dense layer: its `rows` x `cols` weights, then its `rows` biases. Out of line, so
+    /// [`segments`] is one call per layer.
+    #[inline(never)]
+    fn layer(&mut self, rows: usize, cols: usize) {
+        self.run(rows, cols);
+        self.run(rows, 1);
+    }
+}
+
+/// Walks the runs of an architecture's parameters in file order: the order in which
+/// [`reconstruct`] takes them. A hierarchical block of 0 has no coarse path (as in
+/// [`param_count`](crate::param_count)); the reader refuses such a header before loading.
+pub(crate) fn segments(arch: Arch, d: Dims, walk: &mut ParamWalk<'_>) {
+    let Dims { n, h, z, .. } = d;
+    // Encoder `n -> h -> z`, then what sits between it and the decoder, then the decoder
+    // `z -> h -> n`.
+    walk.layer(h, n);
+    walk.layer(z, h);
+    match arch {
+        // The decoder reuses the encoder's matrices, transposed: only its biases.
+        Arch::Tied => {
+            walk.run(h, 1);
+            walk.run(n, 1);
+            return;
+        }
+        Arch::Vae => walk.layer(z, h), // the log-variance head
+        Arch::VqVae { codebook } => walk.run(codebook.saturating_mul(z), 1),
+        Arch::Dense | Arch::Hierarchical { .. } => {}
+    }
+    walk.layer(h, z);
+    walk.layer(n, h);
+    if let Arch::Hierarchical {
+        block,
+        coarse_hidden: ch,
+        coarse_latent: cl,
+    } = arch
+    {
+        if let Some(nc) = n.checked_div(block) {
+            walk.layer(ch, nc);
+            walk.layer(cl, ch);
+            walk.layer(ch, cl);
+            walk.layer(nc, ch);
+        }
+        walk.run(crate::model::GAINS, 1);
+    }
+}
+
+/// Copies `weights` (the file's little-endian `f32`s, file order) into `params`, each weight
+/// matrix into block layout.
+pub(crate) fn load_params(arch: Arch, d: Dims, weights: &[u8], params: &mut [f32]) {
+    segments(arch, d, &mut ParamWalk::copy(weights, params));
+}
+
+/// Number of parameters of an architecture: the saturating sum of its runs, so the same as
+/// [`param_count`](crate::param_count), without describing the layout a second time on the
+/// device.
+pub(crate) fn param_total(arch: Arch, d: Dims) -> usize {
+    let mut walk = ParamWalk::count();
+    segments(arch, d, &mut walk);
+    walk.total
 }
 
 /// Scratch space of one forward pass.
@@ -750,13 +777,9 @@ mod tests {
             },
         ];
         for arch in arches {
-            let mut total = 0;
-            segments(arch, d, &mut |s| {
-                total += match s {
-                    Segment::Matrix { rows, cols } => rows * cols,
-                    Segment::Plain(len) => len,
-                }
-            });
+            let mut walk = ParamWalk::count();
+            segments(arch, d, &mut walk);
+            let total = walk.total;
             assert_eq!(
                 total,
                 crate::model::param_count(arch, d.n, d.h, d.z),

@@ -228,7 +228,7 @@ impl<
         same("window", W, usize::from(header.window.length))?;
         same("hidden", H, header.layers.hidden as usize)?;
         same("latent", Z, header.layers.latent as usize)?;
-        same("parameters", P, header.param_count())?;
+        same("parameters", P, crate::codec::param_total(header))?;
         same("scratch", S, header.scratch_len())
     }
 

@@ -123,3 +123,17 @@ pub fn model_bytes(header: &Header<'_>) -> ModelBytes {
 pub fn tiny_model_bytes() -> ModelBytes {
     model_bytes(&header(2, 4, 4, 2))
 }
+
+/// The model decoder's own reader of a postcard-encoded [`Header`] at the front of `bytes`: the
+/// header and the bytes after it, or `None` where `postcard::take_from_bytes` fails. Exposed
+/// so tests and fuzzing can compare it with postcard and serde's derive (the reference).
+#[must_use]
+pub fn take_header(bytes: &[u8]) -> Option<(Header<'_>, &[u8])> {
+    crate::wire::take_header(bytes)
+}
+
+/// As [`take_header`], for one [`Channel`].
+#[must_use]
+pub fn take_channel(bytes: &[u8]) -> Option<(Channel<'_>, &[u8])> {
+    crate::wire::take_channel(bytes)
+}

@@ -81,8 +81,13 @@ impl Spec {
         self
     }
 
+    /// The model file. Its header and channels are also decoded by the core's own reader and
+    /// by postcard, which must agree (`wire::same_model`), so every test model checks it.
     pub fn bytes(&self) -> Vec<u8> {
-        encode_to_vec(&self.header, &self.channels, &self.params).expect("valid test model")
+        let bytes =
+            encode_to_vec(&self.header, &self.channels, &self.params).expect("valid test model");
+        crate::wire::same_model(&bytes);
+        bytes
     }
 }
 

@@ -13,3 +13,4 @@ mod model_format;
 mod parity;
 mod properties;
 mod reliability;
+mod wire;
