@@ -178,7 +178,8 @@ pub enum Aggregate {
 /// How inputs were scaled: both are stored as `(x - offset) / scale`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Scaling {
-    /// `offset` = mean, `scale` = standard deviation.
+    /// `offset` = mean, `scale` = standard deviation (times the channel's error factor when
+    /// the trainer folded per-channel error normalisation in: `sensorae train --error-scale`).
     Standard,
     /// `offset` = minimum, `scale` = maximum - minimum, so training data lies in `[0, 1]`.
     MinMax,
