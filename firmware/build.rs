@@ -48,11 +48,15 @@ fn run() -> Result<(), String> {
     let h = view.header();
     // The core compiles in only the architectures asked for; a model of another one would be
     // refused at start, so the build stops here instead.
-    if let Some(feature) = h.variant.feature() {
+    let needs = [
+        h.variant.feature(),
+        h.uses_logistic().then_some("logistic"),
+    ];
+    for feature in needs.into_iter().flatten() {
         let var = format!("CARGO_FEATURE_{}", feature.to_uppercase());
         if env::var_os(&var).is_none() {
             return Err(format!(
-                "model {}: a {feature} model; build with `--features {feature}`",
+                "model {}: needs the core's `{feature}` inference; build with `--features {feature}`",
                 model_path.display()
             ));
         }

@@ -255,6 +255,7 @@ impl<S: Storage> Engine<S> {
         let view = ModelView::from_bytes(bytes)?;
         let h = view.header();
         compiled_in(h.variant)?;
+        logistic_compiled_in(h.uses_logistic())?;
         self.storage.prepare(h)?;
         nn::load_params(
             h.arch(),
@@ -755,6 +756,18 @@ fn compiled_in(variant: Variant) -> Result<(), LoadError> {
     }
 }
 
+/// Refuses a model that uses the sigmoid activation or the BCE error in a build without the
+/// `logistic` feature.
+fn logistic_compiled_in(uses: bool) -> Result<(), LoadError> {
+    if uses && !cfg!(feature = "logistic") {
+        return Err(LoadError::NotCompiledIn {
+            variant: "sigmoid or BCE",
+            feature: "logistic",
+        });
+    }
+    Ok(())
+}
+
 /// Validates and normalises one raw value.
 fn classify(v: f32, ch: &ChannelState) -> Result<f32, FaultKind> {
     if v.is_nan() {
@@ -840,5 +853,15 @@ mod tests {
         }
         assert_eq!(compiled_in(Variant::Plain), Ok(()));
         assert_eq!(compiled_in(Variant::Sparse), Ok(()));
+        let logistic = if cfg!(feature = "logistic") {
+            Ok(())
+        } else {
+            Err(LoadError::NotCompiledIn {
+                variant: "sigmoid or BCE",
+                feature: "logistic",
+            })
+        };
+        assert_eq!(logistic_compiled_in(true), logistic);
+        assert_eq!(logistic_compiled_in(false), Ok(()));
     }
 }

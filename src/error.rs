@@ -174,9 +174,10 @@ pub enum LoadError {
     Decode(DecodeError),
     /// The model is valid but has other sizes than the detector.
     Shape(ShapeError),
-    /// The model's architecture is valid, but this build of the crate leaves out its inference.
+    /// The model is valid, but this build of the crate leaves out part of its inference.
     NotCompiledIn {
-        /// The model's variant (`vae`, `vqvae`, `hierarchical`).
+        /// What the model needs: its variant (`vae`, `vqvae`, `hierarchical`), or `sigmoid or
+        /// BCE`.
         variant: &'static str,
         /// The cargo feature of `sensorae` that compiles it in.
         feature: &'static str,
@@ -190,8 +191,8 @@ impl fmt::Display for LoadError {
             LoadError::Shape(e) => e.fmt(f),
             LoadError::NotCompiledIn { variant, feature } => write!(
                 f,
-                "the model is a {variant} autoencoder, and this build of sensorae was compiled \
-                 without its inference (enable the `{feature}` feature)"
+                "this build of sensorae leaves out the inference of {variant} models, which \
+                 this model needs (enable the `{feature}` feature)"
             ),
         }
     }

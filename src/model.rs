@@ -410,6 +410,15 @@ impl Header<'_> {
     pub const fn scratch_len(&self) -> usize {
         scratch_len(self.arch(), self.input())
     }
+
+    /// Whether a layer uses the sigmoid activation or the score the binary cross-entropy:
+    /// their inference is the cargo feature `logistic` of `sensorae`.
+    #[must_use]
+    pub fn uses_logistic(&self) -> bool {
+        let l = &self.layers;
+        [l.encoder_hidden, l.code, l.decoder_hidden, l.output].contains(&Activation::Sigmoid)
+            || self.scoring.metric == ErrorMetric::Bce
+    }
 }
 
 /// The inference architecture of a variant, with or without tied weights (the VAE, the

@@ -29,24 +29,10 @@ impl Activation {
         match self {
             Activation::Linear => x,
             Activation::Relu => x.max(0.0),
-            Activation::LeakyRelu { slope } => {
-                if x > 0.0 {
-                    x
-                } else {
-                    slope * x
-                }
-            }
-            Activation::Sigmoid => 1.0 / (1.0 + libm::expf(-x)),
+            Activation::LeakyRelu { slope } => leaky_relu(x, slope),
+            Activation::Sigmoid => sigmoid(x),
             Activation::Tanh => tanh(x),
-            Activation::SoftThreshold { lambda } => {
-                if x > lambda {
-                    x - lambda
-                } else if x < -lambda {
-                    x + lambda
-                } else {
-                    0.0
-                }
-            }
+            Activation::SoftThreshold { lambda } => soft_threshold(x, lambda),
         }
     }
 
@@ -57,8 +43,40 @@ impl Activation {
             Activation::Linear => {}
             Activation::Relu => ys.iter_mut().for_each(|y| *y = y.max(0.0)),
             Activation::Tanh => ys.iter_mut().for_each(|y| *y = tanh(*y)),
-            _ => ys.iter_mut().for_each(|y| *y = self.apply(*y)),
+            Activation::LeakyRelu { slope } => {
+                ys.iter_mut().for_each(|y| *y = leaky_relu(*y, slope));
+            }
+            Activation::SoftThreshold { lambda } => {
+                ys.iter_mut().for_each(|y| *y = soft_threshold(*y, lambda));
+            }
+            // Without the `logistic` feature `load` refuses sigmoid models, and the scoring
+            // path carries no `expf`.
+            #[cfg(feature = "logistic")]
+            Activation::Sigmoid => ys.iter_mut().for_each(|y| *y = sigmoid(*y)),
+            #[cfg(not(feature = "logistic"))]
+            Activation::Sigmoid => {}
         }
+    }
+}
+
+#[inline(always)]
+fn leaky_relu(x: f32, slope: f32) -> f32 {
+    if x > 0.0 { x } else { slope * x }
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + libm::expf(-x))
+}
+
+#[inline(always)]
+fn soft_threshold(x: f32, lambda: f32) -> f32 {
+    if x > lambda {
+        x - lambda
+    } else if x < -lambda {
+        x + lambda
+    } else {
+        0.0
     }
 }
 
@@ -642,7 +660,12 @@ pub(crate) fn channel_errors(
         // The squared error gets its own loop, free of the per-entry `match`, so it vectorises.
         match metric {
             ErrorMetric::Mse => add_entries(xs, ys, out, |a, b| (a - b) * (a - b)),
-            _ => add_entries(xs, ys, out, |a, b| metric.entry(a, b)),
+            ErrorMetric::Mae => add_entries(xs, ys, out, |a, b| (a - b).abs()),
+            // Without the `logistic` feature `load` refuses BCE models (no `logf` here).
+            #[cfg(feature = "logistic")]
+            ErrorMetric::Bce => add_entries(xs, ys, out, |a, b| metric.entry(a, b)),
+            #[cfg(not(feature = "logistic"))]
+            ErrorMetric::Bce => {}
         }
     }
     let steps = ((x[0].len() + x[1].len()) / channels).max(1) as f32;

@@ -452,3 +452,29 @@ fn fixed_detector_names_expected_and_found_sizes() {
     ));
     assert!(DynDetector::from_bytes(&tied).is_ok());
 }
+
+/// `uses_logistic` names exactly the models the `logistic` feature is needed for: a sigmoid in
+/// any layer, or the BCE score.
+#[test]
+fn the_logistic_feature_is_needed_for_sigmoid_and_bce_models_only() {
+    use sensorae::{
+        Activation::{Linear, Sigmoid, Tanh},
+        Aggregate, ErrorMetric,
+    };
+    let plain = Spec::new(2, 4, 4, 2).activations([Tanh, Tanh, Tanh, Linear]);
+    assert!(!plain.header.uses_logistic());
+    for at in 0..4 {
+        let mut a = [Tanh, Tanh, Tanh, Linear];
+        a[at] = Sigmoid;
+        assert!(
+            Spec::new(2, 4, 4, 2).activations(a).header.uses_logistic(),
+            "{at}"
+        );
+    }
+    let mae = plain.clone().metric(ErrorMetric::Mae, Aggregate::Mean);
+    assert!(!mae.header.uses_logistic());
+    let bce = plain.metric(ErrorMetric::Bce, Aggregate::Mean);
+    assert!(bce.header.uses_logistic());
+    // Such a model loads with the feature (CI runs the workspace tests with every feature).
+    assert!(DynDetector::from_bytes(&bce.bytes()).is_ok());
+}
