@@ -46,12 +46,9 @@ fn run() -> Result<(), String> {
     let view = sensorae::ModelView::from_bytes(&bytes)
         .map_err(|e| format!("model {}: {e}", model_path.display()))?;
     let h = view.header();
-    // The core compiles in only the architectures asked for; a model of another one would be
-    // refused at start, so the build stops here instead.
-    let needs = [
-        h.variant.feature(),
-        h.uses_logistic().then_some("logistic"),
-    ];
+    // The core compiles in only the architectures (and sigmoid/BCE) asked for; a model that needs
+    // another would be refused at start, so the build stops here instead.
+    let needs = [h.variant.feature(), h.uses_logistic().then_some("logistic")];
     for feature in needs.into_iter().flatten() {
         let var = format!("CARGO_FEATURE_{}", feature.to_uppercase());
         if env::var_os(&var).is_none() {
