@@ -87,6 +87,15 @@ fn demo_train_score_eval_inspect() {
         text.contains("8 channels x window 16") && text.contains("CRC-32 verified"),
         "{text}"
     );
+    // The fixed detector type a firmware build declares (default sizes H = 32, Z = 8), with
+    // the core features it needs.
+    let p = sensorae::param_count(sensorae::Arch::Dense, 128, 32, 8);
+    assert!(
+        text.contains(&format!(
+            "Detector<8, 16, 128, 32, 8, {p}>, sensorae features: none"
+        )),
+        "{text}"
+    );
 
     let o = sensorae(
         &[
@@ -383,6 +392,7 @@ fn vqvae_masked_and_structural_losses_train_from_the_command_line() {
         text.contains("vqvae") && text.contains("0.1 x squared code distance"),
         "{text}"
     );
+    assert!(text.contains("sensorae features: vqvae\n"), "{text}");
     let o = run(&[
         "--out",
         "m.snae",

@@ -98,6 +98,32 @@ pub fn describe(view: &ModelView<'_>, file_bytes: usize) -> String {
             sensorae::FORMAT_VERSION
         ),
     );
+    // What a firmware engineer types: the fixed detector's sizes and the core's features.
+    let scratch = h.scratch_len();
+    let features: Vec<&str> = [h.variant.feature(), h.uses_logistic().then_some("logistic")]
+        .into_iter()
+        .flatten()
+        .collect();
+    line(
+        "device",
+        format!(
+            "Detector<{}, {}, {n}, {}, {}, {p}{}>, sensorae features: {}",
+            h.window.channels,
+            h.window.length,
+            l.hidden,
+            l.latent,
+            if scratch > 0 {
+                format!(", {scratch}")
+            } else {
+                String::new()
+            },
+            if features.is_empty() {
+                "none (default-features = false)".to_owned()
+            } else {
+                features.join(", ")
+            }
+        ),
+    );
     line("scaling", format!("{:?}", h.scaling));
     let sc = &h.scoring;
     let mut scoring = format!(
