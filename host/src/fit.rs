@@ -269,42 +269,35 @@ pub fn fit(
 /// Calibration (too few held-out windows for the method) and encoding errors.
 pub fn calibrate_model(mut model: TrainedModel, data: &[f32], opts: &FitOptions) -> Result<Fitted> {
     let c = model.channels.len();
-    if opts.error_scale != ErrorScale::Off {
-        let from = match opts.error_scale {
-            ErrorScale::Train => model.train_rows.clone(),
-            _ if model.val_rows.is_empty() => model.train_rows.clone(),
-            _ => model.val_rows.clone(),
-        };
-        let rows = data.get(from.start * c..from.end * c).unwrap_or(&[]);
-        let provisional = opts.encode(
-            &model,
-            Threshold {
-                value: f32::MAX,
-                method: ThresholdMethod::Fixed,
-                calibration_windows: 0,
-            },
-        )?;
-        let divisors = mean_channel_errors(&provisional, rows, c);
-        if !divisors.is_empty() {
-            fold_error_scales(&mut model, &divisors)?;
-        }
-    }
     let held_out = if model.val_rows.is_empty() {
         model.train_rows.clone()
     } else {
         model.val_rows.clone()
     };
-    let rows = data
-        .get(held_out.start * c..held_out.end * c)
-        .unwrap_or(&[]);
-    let provisional = opts.encode(
-        &model,
-        Threshold {
-            value: f32::MAX,
-            method: ThresholdMethod::Fixed,
-            calibration_windows: 0,
-        },
-    )?;
+    let rows_of = |r: &std::ops::Range<usize>| data.get(r.start * c..r.end * c).unwrap_or(&[]);
+    // The model with a threshold nothing reaches: scored for its errors, never for alarms.
+    let provisional = |m: &TrainedModel| {
+        opts.encode(
+            m,
+            Threshold {
+                value: f32::MAX,
+                method: ThresholdMethod::Fixed,
+                calibration_windows: 0,
+            },
+        )
+    };
+    if opts.error_scale != ErrorScale::Off {
+        let from = match opts.error_scale {
+            ErrorScale::Train => &model.train_rows,
+            _ => &held_out,
+        };
+        let divisors = mean_channel_errors(&provisional(&model)?, rows_of(from), c);
+        if !divisors.is_empty() {
+            fold_error_scales(&mut model, &divisors)?;
+        }
+    }
+    let provisional = provisional(&model)?;
+    let rows = rows_of(&held_out);
     let scores = window_scores(&provisional, rows, c);
     let calibration = calibrate::calibrate(&scores, &opts.threshold)?;
     let bytes = opts.encode(
