@@ -48,8 +48,7 @@ fn run() -> Result<(), String> {
     let h = view.header();
     // The core compiles in only the architectures (and sigmoid/BCE) asked for; a model that needs
     // another would be refused at start, so the build stops here instead.
-    let needs = [h.variant.feature(), h.uses_logistic().then_some("logistic")];
-    for feature in needs.into_iter().flatten() {
+    for feature in h.features() {
         let var = format!("CARGO_FEATURE_{}", feature.to_uppercase());
         if env::var_os(&var).is_none() {
             return Err(format!(

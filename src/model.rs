@@ -419,6 +419,17 @@ impl Header<'_> {
         [l.encoder_hidden, l.code, l.decoder_hidden, l.output].contains(&Activation::Sigmoid)
             || self.scoring.metric == ErrorMetric::Bce
     }
+
+    /// The optional cargo features of `sensorae` this model's inference needs (its
+    /// architecture's, then `logistic`), for build scripts and tools that configure firmware.
+    pub fn features(&self) -> impl Iterator<Item = &'static str> {
+        [
+            self.variant.feature(),
+            self.uses_logistic().then_some("logistic"),
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 /// The inference architecture of a variant, with or without tied weights (the VAE, the

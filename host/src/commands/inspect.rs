@@ -100,10 +100,7 @@ pub fn describe(view: &ModelView<'_>, file_bytes: usize) -> String {
     );
     // What a firmware engineer types: the fixed detector's sizes and the core's features.
     let scratch = h.scratch_len();
-    let features: Vec<&str> = [h.variant.feature(), h.uses_logistic().then_some("logistic")]
-        .into_iter()
-        .flatten()
-        .collect();
+    let features: Vec<&str> = h.features().collect();
     line(
         "device",
         format!(
