@@ -4,10 +4,11 @@ use nalgebra::Dim;
 
 use crate::{
     codec::ModelView,
+    decoded::Decoded,
     error::LoadError,
     model::{
-        Adaptation, Aggregate, AlarmHold, AlarmSpec, Arch, FaultPolicy, Layers, MaskAxis, Scaling,
-        Scoring, TOP_K, Threshold, TrainingSummary, Variant, WindowSpec,
+        Adaptation, Aggregate, AlarmHold, AlarmSpec, Arch, Channel, FaultPolicy, Header, Layers,
+        MaskAxis, Scaling, Scoring, TOP_K, Threshold, TrainingSummary, Variant, WindowSpec,
     },
     nn::{self, Dims, Scratch},
     storage::{Buffers, ChannelState, Fixed, Storage},
@@ -113,6 +114,55 @@ impl Config {
     #[must_use]
     pub const fn arch(&self) -> Arch {
         crate::model::arch_of(self.variant, self.tied)
+    }
+
+    /// The sizes a forward pass runs at.
+    pub(crate) const fn dims(&self) -> Dims {
+        let (c, w) = (self.window.channels as usize, self.window.length as usize);
+        Dims {
+            c,
+            n: c * w,
+            h: self.layers.hidden as usize,
+            z: self.layers.latent as usize,
+        }
+    }
+
+    /// Number of `f32` parameters (as [`Header::param_count`](crate::Header::param_count)).
+    pub(crate) fn param_total(&self) -> usize {
+        let d = self.dims();
+        crate::model::param_count(self.arch(), d.n, d.h, d.z)
+    }
+
+    /// Whether the model needs the `logistic` feature (as
+    /// [`Header::uses_logistic`](crate::Header::uses_logistic)).
+    #[must_use]
+    pub fn uses_logistic(&self) -> bool {
+        crate::model::uses_logistic(&self.layers, &self.scoring)
+    }
+
+    /// Extra scratch values (as [`Header::scratch_len`](crate::Header::scratch_len)).
+    #[must_use]
+    pub const fn scratch_len(&self) -> usize {
+        crate::model::scratch_len(self.arch(), self.dims().n)
+    }
+}
+
+impl From<&Header<'_>> for Config {
+    /// All of the header but its name.
+    fn from(h: &Header<'_>) -> Self {
+        Config {
+            variant: h.variant,
+            tied: h.tied,
+            window: h.window,
+            layers: h.layers,
+            scaling: h.scaling,
+            scoring: h.scoring,
+            threshold: h.threshold,
+            alarm: h.alarm,
+            faults: h.faults,
+            adaptation: h.adaptation,
+            training: h.training,
+        }
     }
 }
 
@@ -254,17 +304,55 @@ impl<S: Storage> Engine<S> {
         self.state = State::NEW;
         let view = ModelView::from_bytes(bytes)?;
         let h = view.header();
-        compiled_in(h.variant)?;
-        logistic_compiled_in(h.uses_logistic())?;
-        self.storage.prepare(h)?;
+        let config = Config::from(h);
+        self.prepare(&config)?;
         nn::load_params(
             h.arch(),
-            crate::codec::dims_of(h),
+            config.dims(),
             view.weight_bytes(),
             self.storage.params_mut(),
         );
+        self.finish(config, view.channels());
+        Ok(())
+    }
+
+    /// Loads a model decoded ahead of time (by a build script, with
+    /// [`ModelView::to_rust`](crate::ModelView::to_rust)): no file is read, so firmware that
+    /// calls only this links no model reader. The values were checked when the file was
+    /// decoded; this checks the sizes against the detector's, the layout version and the
+    /// parameters' checksum (against flash corruption), then copies them. On error the
+    /// detector is left without a model.
+    ///
+    /// # Errors
+    /// [`LoadError::Shape`] for other sizes (or a channel or parameter list of another length
+    /// than the configuration's), [`LoadError::NotCompiledIn`] as [`load`](Engine::load),
+    /// [`LoadError::Decode`] with [`DecodeError::UnsupportedVersion`](crate::DecodeError) for
+    /// parameters laid out by another version of this crate, or
+    /// [`DecodeError::Checksum`](crate::DecodeError) when they do not match their checksum.
+    pub fn load_decoded(&mut self, model: &Decoded<'_>) -> Result<(), LoadError> {
+        self.state = State::NEW;
+        let config = model.config;
+        self.prepare(&config)?;
+        model.check(&config)?;
+        // `prepare` sized the storage from the configuration.
+        let params = self.storage.params_mut();
+        crate::decoded::same("parameter list", params.len(), model.params.len())?;
+        params.copy_from_slice(model.params);
+        self.finish(config, model.channels.iter().copied());
+        Ok(())
+    }
+
+    /// The checks shared by both loads: inference compiled in, sizes fit.
+    fn prepare(&mut self, config: &Config) -> Result<(), LoadError> {
+        compiled_in(config.variant)?;
+        logistic_compiled_in(config.uses_logistic())?;
+        Ok(self.storage.prepare(config)?)
+    }
+
+    /// Channel states, cleared errors and the configuration, after the parameters.
+    fn finish<'c>(&mut self, config: Config, channels: impl Iterator<Item = Channel<'c>>) {
         let b = self.storage.buffers();
-        for (slot, ch) in b.channels.iter_mut().zip(view.channels()) {
+        for (slot, ch) in b.channels.iter_mut().zip(channels) {
             *slot = ChannelState {
                 offset: ch.offset,
                 inv_scale: 1.0 / ch.scale,
@@ -274,21 +362,8 @@ impl<S: Storage> Engine<S> {
             };
         }
         b.errors.fill(0.0);
-        self.config = Config {
-            variant: h.variant,
-            tied: h.tied,
-            window: h.window,
-            layers: h.layers,
-            scaling: h.scaling,
-            scoring: h.scoring,
-            threshold: h.threshold,
-            alarm: h.alarm,
-            faults: h.faults,
-            adaptation: h.adaptation,
-            training: h.training,
-        };
+        self.config = config;
         self.state.loaded = true;
-        Ok(())
     }
 
     /// The loaded model's configuration.

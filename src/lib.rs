@@ -66,6 +66,7 @@
 extern crate alloc;
 
 mod codec;
+mod decoded;
 mod detector;
 mod error;
 #[cfg(feature = "hierarchical")]
@@ -83,6 +84,9 @@ mod wire;
 #[cfg(feature = "alloc")]
 pub use codec::encode_to_vec;
 pub use codec::{CRC_LEN, FORMAT_VERSION, MAGIC, ModelView, PREFIX_LEN, encode};
+#[cfg(feature = "alloc")]
+pub use decoded::param_layout_for;
+pub use decoded::{Decoded, PARAM_LAYOUT};
 #[cfg(feature = "alloc")]
 pub use detector::DynDetector;
 pub use detector::{Config, Detector, Engine};

@@ -415,9 +415,7 @@ impl Header<'_> {
     /// their inference is the cargo feature `logistic` of `sensorae`.
     #[must_use]
     pub fn uses_logistic(&self) -> bool {
-        let l = &self.layers;
-        [l.encoder_hidden, l.code, l.decoder_hidden, l.output].contains(&Activation::Sigmoid)
-            || self.scoring.metric == ErrorMetric::Bce
+        uses_logistic(&self.layers, &self.scoring)
     }
 
     /// The optional cargo features of `sensorae` this model's inference needs (its
@@ -430,6 +428,12 @@ impl Header<'_> {
         .into_iter()
         .flatten()
     }
+}
+
+/// Whether a layer uses the sigmoid activation or the score the binary cross-entropy.
+pub(crate) fn uses_logistic(l: &Layers, scoring: &Scoring) -> bool {
+    [l.encoder_hidden, l.code, l.decoder_hidden, l.output].contains(&Activation::Sigmoid)
+        || scoring.metric == ErrorMetric::Bce
 }
 
 /// The inference architecture of a variant, with or without tied weights (the VAE, the

@@ -256,9 +256,17 @@ impl pulp::WithSimd for Layer<'_> {
 /// more; AArch64: 32) hold 32 sums in 8 registers, twice the independent additions per column.
 /// Each row's sum runs in the same order either way, so every target gives the same bits.
 #[cfg(target_arch = "arm")]
-const WIDEST: usize = 16;
+pub(crate) const WIDEST: usize = 16;
 #[cfg(not(target_arch = "arm"))]
-const WIDEST: usize = 32;
+pub(crate) const WIDEST: usize = 32;
+
+/// [`WIDEST`] of another target, by its `target_arch` (as cargo gives build scripts in
+/// `CARGO_CFG_TARGET_ARCH`): the same rule as the `cfg` above, for laying out parameters on a
+/// host for a device.
+#[cfg(feature = "alloc")]
+pub(crate) fn widest_for(target_arch: &str) -> usize {
+    if target_arch == "arm" { 16 } else { 32 }
+}
 
 /// Rows in the block that starts with `left` rows of a matrix still to go: [`WIDEST`], then
 /// 16, 8 and 1 at a time, as the dense kernel takes them.
@@ -274,17 +282,23 @@ const fn block_rows(left: usize) -> usize {
     }
 }
 
-/// Where entry (`row`, `col`) of a `rows` x `cols` matrix lives in the detector's block layout:
-/// the rows in blocks of 16, then 8, then 1 (as the kernel takes them), each block's columns
-/// one after another (`R` values each). The kernel then reads every weight once, in order,
-/// instead of at a stride of `rows` (18 % faster on a host whose L1 cannot hold the weights).
-/// Model files keep plain column-major order; `load` permutes.
-pub(crate) const fn block_index(row: usize, rows: usize, cols: usize, col: usize) -> usize {
-    let full = rows / WIDEST * WIDEST;
+/// Where entry (`row`, `col`) of a `rows` x `cols` matrix lives in the block layout of a
+/// target whose widest block has `WIDE` rows ([`WIDEST`] on this one): the rows in blocks of
+/// `WIDE`, then 16, 8 and 1 (as the kernel takes them), each block's columns one after another
+/// (`R` values each). The kernel then reads every weight once, in order, instead of at a
+/// stride of `rows` (18 % faster on a host whose L1 cannot hold the weights). Model files keep
+/// plain column-major order; `load` permutes.
+pub(crate) const fn block_index<const WIDE: usize>(
+    row: usize,
+    rows: usize,
+    cols: usize,
+    col: usize,
+) -> usize {
+    let full = rows / WIDE * WIDE;
     let s16 = if rows - full >= 16 { 16 } else { 0 };
     let s8 = if rows - full - s16 >= 8 { 8 } else { 0 };
     let (start, r) = if row < full {
-        (row / WIDEST * WIDEST, WIDEST)
+        (row / WIDE * WIDE, WIDE)
     } else if row < full + s16 {
         (full, 16)
     } else if row < full + s16 + s8 {
@@ -407,14 +421,14 @@ fn dot_column(w: &[f32], w_rows: usize, w_cols: usize, k: usize, x: &[f32]) -> f
 /// rather than a callback: a call through `dyn FnMut` shared by two callers may unwind as far as
 /// the compiler knows (which broke the link-time proof of panic freedom in `fuzz/nopanic`), and
 /// a generic one is compiled once per caller.
-pub(crate) struct ParamWalk<'w> {
+pub(crate) struct ParamWalk<'w, const WIDE: usize = WIDEST> {
     /// Parameters so far (saturating).
     pub total: usize,
     /// The file's little-endian `f32`s not copied yet, and where they go.
     copy: Option<(&'w [u8], &'w mut [f32])>,
 }
 
-impl<'w> ParamWalk<'w> {
+impl<'w, const WIDE: usize> ParamWalk<'w, WIDE> {
     /// Counts only.
     pub(crate) const fn count() -> Self {
         ParamWalk {
@@ -446,7 +460,7 @@ impl<'w> ParamWalk<'w> {
                         }
                         None => 0.0,
                     };
-                    let at = self.total + block_index(row, rows, cols, col);
+                    let at = self.total + block_index::<WIDE>(row, rows, cols, col);
                     if let Some(slot) = params.get_mut(at) {
                         *slot = w;
                     }
@@ -468,7 +482,7 @@ impl<'w> ParamWalk<'w> {
 /// Walks the runs of an architecture's parameters in file order: the order in which
 /// [`reconstruct`] takes them. A hierarchical block of 0 has no coarse path (as in
 /// [`param_count`](crate::param_count)); the reader refuses such a header before loading.
-pub(crate) fn segments(arch: Arch, d: Dims, walk: &mut ParamWalk<'_>) {
+pub(crate) fn segments<const WIDE: usize>(arch: Arch, d: Dims, walk: &mut ParamWalk<'_, WIDE>) {
     let Dims { n, h, z, .. } = d;
     // Encoder `n -> h -> z`, then what sits between it and the decoder, then the decoder
     // `z -> h -> n`.
@@ -506,14 +520,30 @@ pub(crate) fn segments(arch: Arch, d: Dims, walk: &mut ParamWalk<'_>) {
 /// Copies `weights` (the file's little-endian `f32`s, file order) into `params`, each weight
 /// matrix into block layout.
 pub(crate) fn load_params(arch: Arch, d: Dims, weights: &[u8], params: &mut [f32]) {
-    segments(arch, d, &mut ParamWalk::copy(weights, params));
+    segments(arch, d, &mut ParamWalk::<WIDEST>::copy(weights, params));
+}
+
+/// [`load_params`] for a target whose widest block has `widest` rows (see [`widest_for`]).
+#[cfg(feature = "alloc")]
+pub(crate) fn load_params_for(
+    widest: usize,
+    arch: Arch,
+    d: Dims,
+    weights: &[u8],
+    params: &mut [f32],
+) {
+    if widest == 16 {
+        segments(arch, d, &mut ParamWalk::<16>::copy(weights, params));
+    } else {
+        segments(arch, d, &mut ParamWalk::<32>::copy(weights, params));
+    }
 }
 
 /// Number of parameters of an architecture: the saturating sum of its runs, so the same as
 /// [`param_count`](crate::param_count), without describing the layout a second time on the
 /// device.
 pub(crate) fn param_total(arch: Arch, d: Dims) -> usize {
-    let mut walk = ParamWalk::count();
+    let mut walk = ParamWalk::<WIDEST>::count();
     segments(arch, d, &mut walk);
     walk.total
 }
@@ -692,24 +722,32 @@ fn add_entries(xs: &[f32], ys: &[f32], out: &mut [f32], entry: impl Fn(f32, f32)
 mod tests {
     use super::*;
 
-    /// Every entry of every matrix shape lands on its own slot of the block layout.
+    /// Every entry of every matrix shape lands on its own slot of the block layout, for the
+    /// device's blocks and the hosts'.
     #[test]
     fn block_layout_is_a_permutation() {
-        for rows in 1..=75 {
-            for cols in 1..=5 {
-                let mut seen = [false; 75 * 5];
-                for col in 0..cols {
-                    for row in 0..rows {
-                        let i = block_index(row, rows, cols, col);
-                        assert!(i < rows * cols && !seen[i], "{rows}x{cols} ({row}, {col})");
-                        seen[i] = true;
+        fn check<const WIDE: usize>() {
+            for rows in 1..=75 {
+                for cols in 1..=5 {
+                    let mut seen = [false; 75 * 5];
+                    for col in 0..cols {
+                        for row in 0..rows {
+                            let i = block_index::<WIDE>(row, rows, cols, col);
+                            assert!(
+                                i < rows * cols && !seen[i],
+                                "{WIDE}: {rows}x{cols} ({row}, {col})"
+                            );
+                            seen[i] = true;
+                        }
                     }
                 }
             }
         }
+        check::<16>();
+        check::<32>();
         // 20 rows (under WIDEST on every target): a 16-row block, then 4 single rows.
-        assert_eq!(block_index(0, 20, 3, 1), 16);
-        assert_eq!(block_index(17, 20, 3, 2), 16 * 3 + 3 + 2);
+        assert_eq!(block_index::<WIDEST>(0, 20, 3, 1), 16);
+        assert_eq!(block_index::<WIDEST>(17, 20, 3, 2), 16 * 3 + 3 + 2);
     }
 
     /// The kernel compiled for AVX2 (what hosts run) gives the same bits as the baseline
@@ -800,7 +838,7 @@ mod tests {
             },
         ];
         for arch in arches {
-            let mut walk = ParamWalk::count();
+            let mut walk = ParamWalk::<WIDEST>::count();
             segments(arch, d, &mut walk);
             let total = walk.total;
             assert_eq!(

@@ -3,7 +3,7 @@
 
 use nalgebra::{Const, Dim};
 
-use crate::{error::ShapeError, model::Header};
+use crate::{detector::Config, error::ShapeError};
 
 /// Per-channel normalisation, range and fault-bridging state.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,7 +100,7 @@ pub trait Storage {
     ///
     /// # Errors
     /// [`ShapeError`] when a fixed size differs from the model's.
-    fn prepare(&mut self, header: &Header<'_>) -> Result<(), ShapeError>;
+    fn prepare(&mut self, config: &Config) -> Result<(), ShapeError>;
 
     /// The sizes as nalgebra dimensions.
     fn dims(&self) -> (Self::N, Self::H, Self::Z);
@@ -223,13 +223,13 @@ impl<
     type H = Const<H>;
     type Z = Const<Z>;
 
-    fn prepare(&mut self, header: &Header<'_>) -> Result<(), ShapeError> {
-        same("channels", C, usize::from(header.window.channels))?;
-        same("window", W, usize::from(header.window.length))?;
-        same("hidden", H, header.layers.hidden as usize)?;
-        same("latent", Z, header.layers.latent as usize)?;
-        same("parameters", P, crate::codec::param_total(header))?;
-        same("scratch", S, header.scratch_len())
+    fn prepare(&mut self, config: &Config) -> Result<(), ShapeError> {
+        same("channels", C, usize::from(config.window.channels))?;
+        same("window", W, usize::from(config.window.length))?;
+        same("hidden", H, config.layers.hidden as usize)?;
+        same("latent", Z, config.layers.latent as usize)?;
+        same("parameters", P, config.param_total())?;
+        same("scratch", S, config.scratch_len())
     }
 
     fn dims(&self) -> (Self::N, Self::H, Self::Z) {
@@ -295,17 +295,16 @@ impl Storage for Heap {
     type H = nalgebra::Dyn;
     type Z = nalgebra::Dyn;
 
-    fn prepare(&mut self, header: &Header<'_>) -> Result<(), ShapeError> {
-        let c = usize::from(header.window.channels);
-        self.n = header.input();
-        self.h = header.layers.hidden as usize;
-        self.z = header.layers.latent as usize;
+    fn prepare(&mut self, config: &Config) -> Result<(), ShapeError> {
+        let dims = config.dims();
+        let (c, n, h, z) = (dims.c, dims.n, dims.h, dims.z);
+        (self.n, self.h, self.z) = (n, h, z);
         let resize = |v: &mut alloc::vec::Vec<f32>, len: usize| {
             v.clear();
             v.resize(len, 0.0);
         };
         // A fresh allocation, so clones sharing the old weights keep them.
-        self.params = alloc::sync::Arc::new(alloc::vec![0.0; header.param_count()]);
+        self.params = alloc::sync::Arc::new(alloc::vec![0.0; config.param_total()]);
         resize(&mut self.ring, self.n);
         resize(&mut self.xhat, self.n);
         resize(&mut self.h1, self.h);
@@ -313,7 +312,7 @@ impl Storage for Heap {
         resize(&mut self.z_buf, self.z);
         resize(&mut self.logvar, self.z);
         resize(&mut self.errors, c);
-        resize(&mut self.scratch, header.scratch_len());
+        resize(&mut self.scratch, config.scratch_len());
         self.channels.clear();
         self.channels.resize(c, ChannelState::IDENTITY);
         Ok(())

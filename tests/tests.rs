@@ -6,6 +6,7 @@ compile_error!(
 );
 
 mod common;
+mod decoded;
 mod detector;
 mod faults;
 mod golden;

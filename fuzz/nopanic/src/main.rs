@@ -3,13 +3,16 @@
 //! `cargo run --release` builds the proof and runs each function once.
 //!
 //! Covered: decoding and validating a model file, loading it into a fixed-size detector (the
-//! firmware's path: no heap), and every push (a sample, a gap) of the reference model's
+//! firmware's paths, no heap: from the file, and decoded ahead of time), and every push (a sample, a gap) of the reference model's
 //! detector type and a small one.
 
 use std::hint::black_box;
 
 use no_panic::no_panic;
-use sensorae::{Arch, DecodeError, Detector, Header, LoadError, ModelView, Verdict, param_count};
+use sensorae::{
+    Arch, Config, DecodeError, Decoded, Detector, Header, LoadError, ModelView, PARAM_LAYOUT,
+    Verdict, param_count,
+};
 
 /// The reference model's detector: C=8, W=16, H=32, Z=8.
 type Reference = Detector<8, 16, 128, 32, 8, { param_count(Arch::Dense, 128, 32, 8) }>;
@@ -29,6 +32,11 @@ fn decode_payload(bytes: &[u8]) -> Result<Header<'_>, DecodeError> {
 #[no_panic]
 fn load_reference(d: &mut Reference, bytes: &[u8]) -> Result<(), LoadError> {
     d.load(bytes)
+}
+
+#[no_panic]
+fn load_decoded_reference(d: &mut Reference, model: &Decoded<'_>) -> Result<(), LoadError> {
+    d.load_decoded(model)
 }
 
 #[no_panic]
@@ -63,6 +71,20 @@ fn main() {
         let _ = push_reference(&mut d, &sample);
     }
     let _ = push_missing_reference(&mut d);
+    // The firmware's default path: the same model decoded ahead of time.
+    let view = ModelView::from_bytes(model).expect("the committed model reads");
+    let channels: Vec<_> = view.channels().collect();
+    let params = view.layout_params(std::env::consts::ARCH);
+    let decoded = Decoded {
+        config: Config::from(view.header()),
+        channels: &channels,
+        params: &params,
+        crc: Decoded::checksum(&params),
+        layout: PARAM_LAYOUT,
+    };
+    let mut d = Box::new(Reference::new());
+    assert!(load_decoded_reference(&mut d, black_box(&decoded)).is_ok());
+    let _ = push_reference(&mut d, &black_box([0.5; 8]));
     let tiny_model = sensorae::testing::tiny_model_bytes();
     let mut t = Tiny::new();
     assert!(load_tiny(&mut t, black_box(&tiny_model)).is_ok());

@@ -1,0 +1,33 @@
+/// The model "golden \"vae\"", decoded by sensorae's build-time reader.
+pub static MODEL: sensorae::Decoded<'static> = sensorae::Decoded {
+    config: sensorae::Config { variant: sensorae::Variant::Vae, tied: false, window: sensorae::WindowSpec { channels: 2, length: 4, hop: 1, }, layers: sensorae::Layers { hidden: 3, latent: 2, encoder_hidden: sensorae::Activation::LeakyRelu { slope: f32::from_bits(0x3c23d70a) /* 0.01 */, }, code: sensorae::Activation::Linear, decoder_hidden: sensorae::Activation::Tanh, output: sensorae::Activation::Linear, }, scaling: sensorae::Scaling::Standard, scoring: sensorae::Scoring { metric: sensorae::ErrorMetric::Mse, aggregate: sensorae::Aggregate::Mean, kl_weight: f32::from_bits(0x3e800000) /* 0.25 */, ewma: f32::from_bits(0x3f800000) /* 1.0 */, }, threshold: sensorae::Threshold { value: f32::from_bits(0x3f800000) /* 1.0 */, method: sensorae::ThresholdMethod::Pot { risk: f32::from_bits(0x38d1b717) /* 0.0001 */, initial_quantile: f32::from_bits(0x3f7ae148) /* 0.98 */, }, calibration_windows: 0, }, alarm: sensorae::AlarmSpec { on_after: 2, off_after: 2, }, faults: sensorae::FaultPolicy { hold_max: 0, }, adaptation: sensorae::Adaptation { rate: f32::from_bits(0x00000000) /* 0.0 */, in_alarm: sensorae::AlarmHold::Explaining, }, training: sensorae::TrainingSummary { epochs: 0, train_loss: f32::from_bits(0x00000000) /* 0.0 */, val_loss: f32::from_bits(0x00000000) /* 0.0 */, rows: 0, train_windows: 0, val_windows: 0, seed: 0, }, },
+    channels: &[
+        sensorae::Channel { name: "a", offset: f32::from_bits(0x00000000) /* 0.0 */, scale: f32::from_bits(0x3f800000) /* 1.0 */, min: f32::from_bits(0xc1200000) /* -10.0 */, max: f32::from_bits(0x41200000) /* 10.0 */, },
+        sensorae::Channel { name: "b", offset: f32::from_bits(0x3dcccccd) /* 0.1 */, scale: f32::from_bits(0x3f800000) /* 1.0 */, min: f32::from_bits(0xff800000) /* -inf */, max: f32::from_bits(0x7f800000) /* inf */, },
+    ],
+    params: &[
+        f32::from_bits(0x3df1bbd0), f32::from_bits(0xbce44300), f32::from_bits(0xbe31eea0), f32::from_bits(0xbea3aa80),
+        f32::from_bits(0xbeee5da0), f32::from_bits(0x3ec6ef40), f32::from_bits(0x3e787840), f32::from_bits(0x3dc62400),
+        f32::from_bits(0xbe872218), f32::from_bits(0xbed1d540), f32::from_bits(0x3ee377a0), f32::from_bits(0x3e98c480),
+        f32::from_bits(0x3e1c22c0), f32::from_bits(0x3bd79000), f32::from_bits(0xbe0eaa00), f32::from_bits(0xbe920820),
+        f32::from_bits(0x3eb54cdc), f32::from_bits(0x3e553370), f32::from_bits(0x3d7f3480), f32::from_bits(0xbdab3240),
+        f32::from_bits(0xbe6aff80), f32::from_bits(0xbec032e0), f32::from_bits(0x3ef51a00), f32::from_bits(0x3eaa66e0),
+        f32::from_bits(0xbd495100), f32::from_bits(0xbedcbb40), f32::from_bits(0x3e3f6780), f32::from_bits(0xbe47ba80),
+        f32::from_bits(0x3d280400), f32::from_bits(0x3e8dde80), f32::from_bits(0x3ed891c0), f32::from_bits(0xbeae9080),
+        f32::from_bits(0xbdd6ca00), f32::from_bits(0xbef94380), f32::from_bits(0x3e065680), f32::from_bits(0xbe8065c0),
+        f32::from_bits(0xbc70f800), f32::from_bits(0x3e62ac00), f32::from_bits(0x3ebc0940), f32::from_bits(0xbecb18c0),
+        f32::from_bits(0xbe247600), f32::from_bits(0x3eea3400), f32::from_bits(0x3d9a8c00), f32::from_bits(0xbe9cee00),
+        f32::from_bits(0xbee7a140), f32::from_bits(0x3e9f8100), f32::from_bits(0x3e299b80), f32::from_bits(0xbd904100),
+        f32::from_bits(0xbe5d8680), f32::from_bits(0x3ecdabc0), f32::from_bits(0x3ca1a800), f32::from_bits(0xbeb97680),
+        f32::from_bits(0x3e82f880), f32::from_bits(0xbe013100), f32::from_bits(0x3efbd680), f32::from_bits(0x3de11600),
+        f32::from_bits(0xbe8b4b80), f32::from_bits(0x3eb12380), f32::from_bits(0xbd137000), f32::from_bits(0xbed5ff00),
+        f32::from_bits(0x3e4ce000), f32::from_bits(0xbe3a4200), f32::from_bits(0x3edf4e00), f32::from_bits(0x3d5de800),
+        f32::from_bits(0xbea7d400), f32::from_bits(0x3e949b00), f32::from_bits(0xbdbbd800), f32::from_bits(0xbef28700),
+        f32::from_bits(0x3e13d000), f32::from_bits(0xbe735300), f32::from_bits(0x3ec2c580), f32::from_bits(0xbacb8000),
+        f32::from_bits(0xbec45c80), f32::from_bits(0x3e702500), f32::from_bits(0xbe16fd00), f32::from_bits(0x3ef0f080),
+        f32::from_bits(0x3db57e00), f32::from_bits(0xbe963180), f32::from_bits(0x3ea63d80), f32::from_bits(0xbd6aa000),
+        f32::from_bits(0xbee0e500), f32::from_bits(0x3e371400), f32::from_bits(0xbe500e00), f32::from_bits(0x3ed46800),
+    ],
+    crc: 0x1f2f02f5,
+    layout: 0x0120,
+};
