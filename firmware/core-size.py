@@ -102,7 +102,8 @@ for f in seen:
     total += s
     rows.append((s, "text", n))
 for a, s, n in rodata.values():
-    if s > 16384:  # the embedded model or stream, not code
+    # The embedded model (the decoded `model::MODEL`, or the file) or stream, not code.
+    if s > 16384 or "model::MODEL" in n:
         continue
     total += s
     rows.append((s, "rodata", n))

@@ -5,6 +5,7 @@
 #   firmware/footprint.sh                 # model.snae, then C=8 W=16 H=64 Z=8 and C=8 W=32 H=32 Z=8
 #   firmware/footprint.sh "8 16 32 8"     # only these sizes (synthetic models)
 #   OPT=s firmware/footprint.sh           # another opt-level than Cargo.toml's
+#   FEATURES=runtime-load firmware/footprint.sh   # the file reader instead of build-time decoding
 #   firmware/footprint.sh --profile       # also: where one scored window's instructions go
 #
 # Core code (`core-size.py`): functions reachable from the out-of-line `load` and `push` wrappers
@@ -56,7 +57,7 @@ table=$out/table.md
 for spec in "${specs[@]}"; do
     model=$(model_for "$spec")
     echo "== $spec: building and running $(basename "$model")" >&2
-    SENSORAE_MODEL=$model cargo build --release -q --bin footprint
+    SENSORAE_MODEL=$model cargo build --release -q ${FEATURES:+--features "$FEATURES"} --bin footprint
     timeout 300 "${qemu[@]}" -icount shift=0 -kernel "$elf" > "$out/run.txt" \
         || { echo "error: footprint run failed for $spec" >&2; cat "$out/run.txt" >&2; exit 1; }
     arm-none-eabi-size -A "$elf" > "$out/size.txt"
@@ -95,7 +96,7 @@ if [ $profile = 1 ]; then
     model=$(model_for "${specs[0]}")
     echo "== profile: one scored window of $(basename "$model"), every instruction traced" >&2
     w=$(awk '/^window /{print $2}' "$out/run.txt")
-    SENSORAE_MODEL=$model SENSORAE_STREAM_ROWS=$((w + 4)) cargo build --release -q --bin footprint
+    SENSORAE_MODEL=$model SENSORAE_STREAM_ROWS=$((w + 4)) cargo build --release -q ${FEATURES:+--features "$FEATURES"} --bin footprint
     timeout 600 "${qemu[@]}" -singlestep -d exec,nochain -D "$out/exec.log" -kernel "$elf" > /dev/null
     python3 - "$elf" "$out/exec.log" <<'PY'
 # Attributes the instructions of the last `push` to the innermost sensorae function (through

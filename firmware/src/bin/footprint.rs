@@ -16,7 +16,7 @@ use static_cell::ConstStaticCell;
 mod model {
     include!(concat!(env!("OUT_DIR"), "/model.rs"));
 }
-use model::{CHANNELS, MODEL, ModelDetector, STREAM};
+use model::{CHANNELS, ModelDetector, STREAM};
 
 static DETECTOR: ConstStaticCell<ModelDetector> = ConstStaticCell::new(ModelDetector::new());
 
@@ -73,7 +73,7 @@ fn main() -> ! {
     let params = sensorae::param_count(cfg.arch(), n as usize, h as usize, z as usize);
     put("params", params as u32);
     put("macs", n * h + heads * h * z + z * h + h * n);
-    put("model_bytes", MODEL.len() as u32);
+    put("model_bytes", model_bytes() as u32);
     put("stream_bytes", STREAM.len() as u32);
 
     let top = paint();
@@ -114,7 +114,26 @@ fn main() -> ! {
 /// Out of line, so that everything `load` puts on the stack lies below `main`'s frame.
 #[inline(never)]
 fn load(detector: &mut ModelDetector) -> bool {
-    detector.load(MODEL).is_ok()
+    #[cfg(not(feature = "runtime-load"))]
+    return detector.load_decoded(&model::MODEL).is_ok();
+    #[cfg(feature = "runtime-load")]
+    return detector.load(model::MODEL_FILE).is_ok();
+}
+
+/// Flash the model takes: the decoded constants (parameters, channels and their names, the
+/// configuration), or the file.
+fn model_bytes() -> usize {
+    #[cfg(not(feature = "runtime-load"))]
+    {
+        let m = &model::MODEL;
+        let names: usize = m.channels.iter().map(|c| c.name.len()).sum();
+        core::mem::size_of_val(m.params)
+            + core::mem::size_of_val(m.channels)
+            + names
+            + core::mem::size_of::<sensorae::Decoded<'static>>()
+    }
+    #[cfg(feature = "runtime-load")]
+    model::MODEL_FILE.len()
 }
 
 /// Out of line, so that everything `push` puts on the stack lies below `main`'s frame.
