@@ -316,9 +316,9 @@ impl<S: Storage> Engine<S> {
         Ok(())
     }
 
-    /// Loads a model decoded ahead of time (by a build script, with
-    /// [`ModelView::to_rust`](crate::ModelView::to_rust)): no file is read, so firmware that
-    /// calls only this links no model reader. The values were checked when the file was
+    /// Loads a model decoded ahead of time (by a build script, with `ModelView::to_rust`,
+    /// feature `alloc`): no file is read, so firmware that calls only this links no model
+    /// reader. The values were checked when the file was
     /// decoded; this checks the sizes against the detector's, the layout version and the
     /// parameters' checksum (against flash corruption), then copies them. On error the
     /// detector is left without a model.

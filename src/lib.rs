@@ -24,6 +24,12 @@
 //! # Ok::<(), sensorae::LoadError>(())
 //! ```
 //!
+//! # Firmware: the model decoded at build time
+//! A build script can read and check the model file on the host and write it out as Rust
+//! constants (`ModelView::to_rust`, behind the `alloc` feature); the device then loads them with
+//! [`Engine::load_decoded`] and links no file reader (see `firmware/` in the repository).
+//! [`Engine::load`] reads a file at run time, for models that arrive in the field.
+//!
 //! # Windows
 //! A window is the last W valid samples of C channels, flattened **time-major**, oldest first:
 //! entry `t * C + c` is channel `c` at time `t`. A window is scored every `hop` samples once it is
@@ -42,7 +48,7 @@
 //! [`Engine::push`] for the recovery rule.
 //!
 //! # Memory
-//! A `Detector<C, W, N, H, Z, P>` holds `P` parameters and `3N + 2H + 2Z` scratch values as `f32`,
+//! A `Detector<C, W, N, H, Z, P>` holds `P` parameters and `2N + 2H + 2Z` scratch values as `f32`,
 //! plus about 30 bytes per channel; `core::mem::size_of` gives the exact figure. A hierarchical
 //! model needs `S = scratch_len(arch, N)` more, as `Detector<C, W, N, H, Z, P, S>`.
 #![cfg_attr(not(test), no_std)]
