@@ -97,6 +97,21 @@ fn demo_train_score_eval_inspect() {
         "{text}"
     );
 
+    // The same model decoded as Rust source for firmware, laid out for Cortex-M by default.
+    let o = sensorae(&["inspect", "m.snae", "--rust", "m.rs"], dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let src = std::fs::read_to_string(dir.join("m.rs")).unwrap();
+    let arm = format!("layout: {:#06x},", sensorae::param_layout_for("arm"));
+    assert!(
+        src.contains("pub static MODEL: sensorae::Decoded<'static>") && src.contains(&arm),
+        "{}",
+        &src[..src.len().min(600)]
+    );
+    assert_eq!(
+        src.matches("f32::from_bits(").count() - src.matches("/*").count(),
+        p
+    );
+
     let o = sensorae(
         &[
             "score", "--model", "m.snae", "--data", csv, "--out", "s.csv",
@@ -176,8 +191,9 @@ fn bad_inputs_get_one_line_errors_and_leave_no_files() {
         dir,
     );
     assert_fails(&o, 1, &["corrupt.snae", "checksum"]);
-    let o = sensorae(&["inspect", "corrupt.snae"], dir);
+    let o = sensorae(&["inspect", "corrupt.snae", "--rust", "m.rs"], dir);
     assert_fails(&o, 1, &["corrupt.snae", "checksum"]);
+    assert!(!dir.join("m.rs").exists());
 
     let o = sensorae(&["score", "--model", csv, "--data", csv], dir);
     assert_fails(&o, 1, &["not a sensorae model file"]);

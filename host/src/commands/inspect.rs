@@ -14,6 +14,15 @@ use crate::{
 pub struct InspectArgs {
     /// Model file to describe (its checksum is verified).
     pub model: PathBuf,
+    /// Also write the model decoded as Rust source, `pub static MODEL: sensorae::Decoded`, for
+    /// firmware to `include!` and load with `load_decoded` without a model reader (what
+    /// firmware/build.rs does at build time).
+    #[arg(long, value_name = "FILE")]
+    pub rust: Option<PathBuf>,
+    /// The `target_arch` whose kernel layout `--rust` writes the parameters in: `arm` for
+    /// Cortex-M, anything else for 64-bit hosts.
+    #[arg(long, default_value = "arm", requires = "rust")]
+    pub target_arch: String,
 }
 
 /// Describes a model file in a few aligned lines.
@@ -26,6 +35,9 @@ pub fn run(args: &InspectArgs) -> Result<String> {
         path: args.model.clone(),
         source: e.into(),
     })?;
+    if let Some(out) = &args.rust {
+        files::write_atomic(out, view.to_rust("MODEL", &args.target_arch).as_bytes())?;
+    }
     Ok(describe(&view, bytes.len()))
 }
 
