@@ -5,7 +5,7 @@
 
 use crate::{
     detector::Config,
-    error::{DecodeError, LoadError, ShapeError},
+    error::{DecodeError, LoadError},
     model::Channel,
 };
 
@@ -57,7 +57,7 @@ impl Decoded<'_> {
     /// The channel list's length against `config`, the layout and the checksum (the
     /// parameter list's length is checked where it is copied).
     pub(crate) fn check(&self, config: &Config) -> Result<(), LoadError> {
-        same("channel list", config.dims().c, self.channels.len())?;
+        crate::storage::same("channel list", config.dims().c, self.channels.len())?;
         if self.layout != PARAM_LAYOUT {
             return Err(DecodeError::UnsupportedVersion { found: self.layout }.into());
         }
@@ -70,18 +70,6 @@ impl Decoded<'_> {
             .into());
         }
         Ok(())
-    }
-}
-
-pub(crate) fn same(what: &'static str, expected: usize, found: usize) -> Result<(), ShapeError> {
-    if expected == found {
-        Ok(())
-    } else {
-        Err(ShapeError::Mismatch {
-            what,
-            expected,
-            found,
-        })
     }
 }
 

@@ -336,7 +336,7 @@ impl<S: Storage> Engine<S> {
         model.check(&config)?;
         // `prepare` sized the storage from the configuration.
         let params = self.storage.params_mut();
-        crate::decoded::same("parameter list", params.len(), model.params.len())?;
+        crate::storage::same("parameter list", params.len(), model.params.len())?;
         params.copy_from_slice(model.params);
         self.finish(config, model.channels.iter().copied());
         Ok(())

@@ -197,7 +197,8 @@ impl<
     }
 }
 
-fn same(what: &'static str, expected: usize, found: usize) -> Result<(), ShapeError> {
+/// `Ok` when the sizes agree, else the mismatch named `what`.
+pub(crate) fn same(what: &'static str, expected: usize, found: usize) -> Result<(), ShapeError> {
     if expected == found {
         Ok(())
     } else {
