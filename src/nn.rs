@@ -656,17 +656,16 @@ pub(crate) fn channel_errors(
         return 0.0;
     }
     let (xhat0, xhat1) = xhat.split_at(x[0].len().min(xhat.len()));
-    for (xs, ys) in [(x[0], xhat0), (x[1], xhat1)] {
-        // The squared error gets its own loop, free of the per-entry `match`, so it vectorises.
-        match metric {
-            ErrorMetric::Mse => add_entries(xs, ys, out, |a, b| (a - b) * (a - b)),
-            ErrorMetric::Mae => add_entries(xs, ys, out, |a, b| (a - b).abs()),
-            // Without the `logistic` feature `load` refuses BCE models (no `logf` here).
-            #[cfg(feature = "logistic")]
-            ErrorMetric::Bce => add_entries(xs, ys, out, |a, b| metric.entry(a, b)),
-            #[cfg(not(feature = "logistic"))]
-            ErrorMetric::Bce => {}
-        }
+    let parts = [(x[0], xhat0), (x[1], xhat1)];
+    // The squared error gets its own loops, free of the per-entry `match`.
+    match metric {
+        ErrorMetric::Mse => add_entries(parts, out, |a, b| (a - b) * (a - b)),
+        ErrorMetric::Mae => add_entries(parts, out, |a, b| (a - b).abs()),
+        // Without the `logistic` feature `load` refuses BCE models (no `logf` here).
+        #[cfg(feature = "logistic")]
+        ErrorMetric::Bce => add_entries(parts, out, |a, b| metric.entry(a, b)),
+        #[cfg(not(feature = "logistic"))]
+        ErrorMetric::Bce => {}
     }
     let steps = ((x[0].len() + x[1].len()) / channels).max(1) as f32;
     let mut total = 0.0;
@@ -677,16 +676,60 @@ pub(crate) fn channel_errors(
     total / (steps * channels as f32)
 }
 
-/// `out[c] += entry(x, xhat)` over the time steps of a time-major part.
+/// `out[c] += entry(x, xhat)` over the time steps of both time-major parts, in time order.
+/// Channels are taken 8 at a time (then one at a time), their sums held in registers while
+/// the time steps are walked, like the dense kernel's rows: per step and channel two loads,
+/// the entry and one addition (a loop over the channels keeps the sums in memory at
+/// opt-level "s"). Each channel's sum runs in the same order either way.
 #[inline(always)]
-fn add_entries(xs: &[f32], ys: &[f32], out: &mut [f32], entry: impl Fn(f32, f32) -> f32) {
+fn add_entries<F: Fn(f32, f32) -> f32>(parts: [(&[f32], &[f32]); 2], out: &mut [f32], entry: F) {
     let channels = out.len();
-    for (xs, ys) in xs.chunks_exact(channels).zip(ys.chunks_exact(channels)) {
-        for ((o, &a), &b) in out.iter_mut().zip(xs).zip(ys) {
-            *o += entry(a, b);
-        }
+    let (blocks, rest) = out.as_chunks_mut::<8>();
+    for (i, acc) in blocks.iter_mut().enumerate() {
+        entries8(acc, parts, i * 8, channels, &entry);
+    }
+    let first = channels - rest.len();
+    for (i, acc) in rest.iter_mut().enumerate() {
+        entries1(
+            core::array::from_mut(acc),
+            parts,
+            first + i,
+            channels,
+            &entry,
+        );
     }
 }
+
+/// Defines `fn $name(acc: &mut [f32; R], parts, c0, channels, entry)`: `acc[k] +=
+/// entry(x[t * C + c0 + k], xhat[..])` for every time step `t` of both parts, with the `R`
+/// additions of a step written out (as in `columns!`).
+macro_rules! entries {
+    ($name:ident, $r:literal, [$($k:literal)*]) => {
+        #[inline(always)]
+        fn $name<F: Fn(f32, f32) -> f32>(
+            acc: &mut [f32; $r],
+            parts: [(&[f32], &[f32]); 2],
+            c0: usize,
+            channels: usize,
+            entry: &F,
+        ) {
+            let mut a = *acc;
+            for (xs, ys) in parts {
+                let mut t = c0;
+                while let (Some(u), Some(v)) = (
+                    xs.get(t..).and_then(<[f32]>::first_chunk::<$r>),
+                    ys.get(t..).and_then(<[f32]>::first_chunk::<$r>),
+                ) {
+                    $(a[$k] += entry(u[$k], v[$k]);)*
+                    t += channels;
+                }
+            }
+            *acc = a;
+        }
+    };
+}
+entries!(entries8, 8, [0 1 2 3 4 5 6 7]);
+entries!(entries1, 1, [0]);
 
 #[cfg(test)]
 mod tests {
