@@ -103,7 +103,7 @@ pub const TANH_LINEAR_BELOW: f32 = 4e-4;
 /// 13/6 rational approximation Eigen uses, clamped where `tanh` rounds to +-1. libm's `tanhf`
 /// (through `expm1f`) was a third of the time of scoring a window. Two forms with the same bits
 /// (a unit test compares them): branch-free on hosts, where a layer's activations vectorise
-/// (the branching form made scoring 5 % slower there), and with branches on the Cortex-M4F,
+/// (the branching form made scoring 4 to 10 % slower there), and with branches on the Cortex-M4F,
 /// which computes one value at a time and saves the clamp.
 #[must_use]
 #[inline(always)]
