@@ -843,26 +843,30 @@ fn logistic_compiled_in(uses: bool) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Validates and normalises one raw value.
+/// Validates and normalises one raw value. The common case (a finite value in range) takes two
+/// comparisons and a finiteness test of the result: NaN fails both comparisons, and NaN or an
+/// infinity that passes them normalises to a non-finite value; which fault it was is sorted out
+/// only then, in the order NaN, infinite, below range, above range, overflow.
+#[inline(always)]
 fn classify(v: f32, ch: &ChannelState) -> Result<f32, FaultKind> {
-    if v.is_nan() {
-        return Err(FaultKind::NotANumber);
-    }
-    if v.is_infinite() {
-        return Err(FaultKind::Infinite);
-    }
-    if v < ch.min {
-        return Err(FaultKind::BelowRange);
-    }
-    if v > ch.max {
-        return Err(FaultKind::AboveRange);
-    }
-    let n = (v - ch.offset) * ch.inv_scale;
-    if n.is_finite() {
-        Ok(n)
+    let out_of_range = if v < ch.min {
+        FaultKind::BelowRange
+    } else if v > ch.max {
+        FaultKind::AboveRange
     } else {
-        Err(FaultKind::Overflow)
-    }
+        let n = (v - ch.offset) * ch.inv_scale;
+        if n.is_finite() {
+            return Ok(n);
+        }
+        FaultKind::Overflow
+    };
+    Err(if v.is_nan() {
+        FaultKind::NotANumber
+    } else if v.is_infinite() {
+        FaultKind::Infinite
+    } else {
+        out_of_range
+    })
 }
 
 /// The `TOP_K` channels with the largest errors, largest first; ties keep the lower index.
@@ -890,6 +894,77 @@ fn top_channels(errors: &[f32]) -> [Option<ChannelError>; TOP_K] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `classify` as it was before the fault kinds were sorted out after the range tests: each
+    /// test in turn.
+    fn classify_in_turn(v: f32, ch: &ChannelState) -> Result<f32, FaultKind> {
+        if v.is_nan() {
+            return Err(FaultKind::NotANumber);
+        }
+        if v.is_infinite() {
+            return Err(FaultKind::Infinite);
+        }
+        if v < ch.min {
+            return Err(FaultKind::BelowRange);
+        }
+        if v > ch.max {
+            return Err(FaultKind::AboveRange);
+        }
+        let n = (v - ch.offset) * ch.inv_scale;
+        if n.is_finite() {
+            Ok(n)
+        } else {
+            Err(FaultKind::Overflow)
+        }
+    }
+
+    /// The same verdict and the same bits for specials, range edges and overflowing scales.
+    #[test]
+    fn classify_matches_the_tests_in_turn() {
+        let specials = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.5,
+            2.5,
+            1e30,
+            -1e30,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        let mut checked = 0;
+        for (min, max) in [
+            (-1.5, 2.5),
+            (f32::NEG_INFINITY, f32::INFINITY),
+            (f32::MIN, f32::MAX),
+            (f32::NAN, f32::NAN),
+            (0.0, 0.0),
+        ] {
+            for (offset, inv_scale) in [(0.0, 1.0), (1.0, 1e30), (-1e30, 1e10), (0.5, 0.0)] {
+                let ch = ChannelState {
+                    offset,
+                    inv_scale,
+                    min,
+                    max,
+                    ..ChannelState::ZERO
+                };
+                for v in specials {
+                    let (got, want) = (classify(v, &ch), classify_in_turn(v, &ch));
+                    assert_eq!(
+                        got.map(f32::to_bits),
+                        want.map(f32::to_bits),
+                        "{v} {min} {max}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 5 * 4 * 13);
+    }
 
     /// With every feature on (as CI tests) nothing is refused; CI also runs this test without
     /// them, where each left-out architecture is refused by name.

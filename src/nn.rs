@@ -100,27 +100,65 @@ pub const TANH_Q: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347_1e-4, 1.19
 pub const TANH_LINEAR_BELOW: f32 = 4e-4;
 
 /// `tanh` within 4e-7 relative (7 ulp) of the exact value for every `f32`, NaN to NaN: the
-/// 13/6 rational approximation Eigen uses, clamped where `tanh` rounds to +-1. Branch-free, so
-/// a layer's activations vectorise; libm's `tanhf` (through `expm1f`) was a third of the time
-/// of scoring a window.
+/// 13/6 rational approximation Eigen uses, clamped where `tanh` rounds to +-1. libm's `tanhf`
+/// (through `expm1f`) was a third of the time of scoring a window. Two forms with the same bits
+/// (a unit test compares them): branch-free on hosts, where a layer's activations vectorise
+/// (the branching form made scoring 4 to 10 % slower there), and with branches on the Cortex-M4F,
+/// which computes one value at a time and saves the clamp.
 #[must_use]
 #[inline(always)]
 fn tanh(x: f32) -> f32 {
+    #[cfg(target_arch = "arm")]
+    return tanh_branching(x);
+    #[cfg(not(target_arch = "arm"))]
+    return tanh_clamped(x);
+}
+
+/// Every value clamped, then the ratio; `x` itself near zero, where `tanh(x)` rounds to `x`
+/// (the ratio would be a few ulp off). Branch-free.
+#[cfg_attr(target_arch = "arm", allow(dead_code))] // reason: the hosts' form, and the test's
+#[inline(always)]
+fn tanh_clamped(x: f32) -> f32 {
     let c = x.clamp(-TANH_CLAMP, TANH_CLAMP);
-    let x2 = c * c;
+    if x.abs() < TANH_LINEAR_BELOW {
+        x
+    } else {
+        tanh_ratio(c)
+    }
+}
+
+/// The same as [`tanh_clamped`] with two comparisons instead of the clamp on every value.
+#[cfg_attr(not(target_arch = "arm"), allow(dead_code))] // reason: the device's form, and the test's
+#[inline(always)]
+fn tanh_branching(x: f32) -> f32 {
+    let a = x.abs();
+    if a < TANH_LINEAR_BELOW {
+        x
+    } else if a > TANH_CLAMP {
+        // The ratio at the clamp, computed at compile time by the same operations (the ratio is
+        // odd bit for bit: negating `x` negates `p` and the quotient exactly). NaN fails both
+        // comparisons and goes on to the ratio, as it passes the clamp.
+        TANH_AT_CLAMP.copysign(x)
+    } else {
+        tanh_ratio(x)
+    }
+}
+
+/// `tanh(TANH_CLAMP)` as [`tanh_ratio`] gives it: what `tanh` returns beyond the clamp.
+const TANH_AT_CLAMP: f32 = tanh_ratio(TANH_CLAMP);
+
+/// The rational approximation `x P(x^2) / Q(x^2)` for `|x| <= TANH_CLAMP`.
+#[inline(always)]
+const fn tanh_ratio(x: f32) -> f32 {
+    let x2 = x * x;
     // Horner's rule written out (a loop over the coefficients is not unrolled at opt-level
     // "s" and costs three times the instructions).
     let [a0, a1, a2, a3, a4, a5, a6] = TANH_P;
     let [b0, b1, b2, b3] = TANH_Q;
     let p = (((((a6 * x2 + a5) * x2 + a4) * x2 + a3) * x2 + a2) * x2 + a1) * x2 + a0;
-    let p = p * c;
+    let p = p * x;
     let q = ((b3 * x2 + b2) * x2 + b1) * x2 + b0;
-    // Near zero tanh(x) rounds to x; the ratio would be a few ulp off.
-    if x.abs() < TANH_LINEAR_BELOW {
-        x
-    } else {
-        p / q
-    }
+    p / q
 }
 
 /// Splits the next `len` parameters off the front.
@@ -686,17 +724,16 @@ pub(crate) fn channel_errors(
         return 0.0;
     }
     let (xhat0, xhat1) = xhat.split_at(x[0].len().min(xhat.len()));
-    for (xs, ys) in [(x[0], xhat0), (x[1], xhat1)] {
-        // The squared error gets its own loop, free of the per-entry `match`, so it vectorises.
-        match metric {
-            ErrorMetric::Mse => add_entries(xs, ys, out, |a, b| (a - b) * (a - b)),
-            ErrorMetric::Mae => add_entries(xs, ys, out, |a, b| (a - b).abs()),
-            // Without the `logistic` feature `load` refuses BCE models (no `logf` here).
-            #[cfg(feature = "logistic")]
-            ErrorMetric::Bce => add_entries(xs, ys, out, |a, b| metric.entry(a, b)),
-            #[cfg(not(feature = "logistic"))]
-            ErrorMetric::Bce => {}
-        }
+    let parts = [(x[0], xhat0), (x[1], xhat1)];
+    // The squared error gets its own loops, free of the per-entry `match`.
+    match metric {
+        ErrorMetric::Mse => add_entries(parts, out, |a, b| (a - b) * (a - b)),
+        ErrorMetric::Mae => add_entries(parts, out, |a, b| (a - b).abs()),
+        // Without the `logistic` feature `load` refuses BCE models (no `logf` here).
+        #[cfg(feature = "logistic")]
+        ErrorMetric::Bce => add_entries(parts, out, |a, b| metric.entry(a, b)),
+        #[cfg(not(feature = "logistic"))]
+        ErrorMetric::Bce => {}
     }
     let steps = ((x[0].len() + x[1].len()) / channels).max(1) as f32;
     let mut total = 0.0;
@@ -707,16 +744,60 @@ pub(crate) fn channel_errors(
     total / (steps * channels as f32)
 }
 
-/// `out[c] += entry(x, xhat)` over the time steps of a time-major part.
+/// `out[c] += entry(x, xhat)` over the time steps of both time-major parts, in time order.
+/// Channels are taken 8 at a time (then one at a time), their sums held in registers while
+/// the time steps are walked, like the dense kernel's rows: per step and channel two loads,
+/// the entry and one addition (a loop over the channels keeps the sums in memory at
+/// opt-level "s"). Each channel's sum runs in the same order either way.
 #[inline(always)]
-fn add_entries(xs: &[f32], ys: &[f32], out: &mut [f32], entry: impl Fn(f32, f32) -> f32) {
+fn add_entries<F: Fn(f32, f32) -> f32>(parts: [(&[f32], &[f32]); 2], out: &mut [f32], entry: F) {
     let channels = out.len();
-    for (xs, ys) in xs.chunks_exact(channels).zip(ys.chunks_exact(channels)) {
-        for ((o, &a), &b) in out.iter_mut().zip(xs).zip(ys) {
-            *o += entry(a, b);
-        }
+    let (blocks, rest) = out.as_chunks_mut::<8>();
+    for (i, acc) in blocks.iter_mut().enumerate() {
+        entries8(acc, parts, i * 8, channels, &entry);
+    }
+    let first = channels - rest.len();
+    for (i, acc) in rest.iter_mut().enumerate() {
+        entries1(
+            core::array::from_mut(acc),
+            parts,
+            first + i,
+            channels,
+            &entry,
+        );
     }
 }
+
+/// Defines `fn $name(acc: &mut [f32; R], parts, c0, channels, entry)`: `acc[k] +=
+/// entry(x[t * C + c0 + k], xhat[..])` for every time step `t` of both parts, with the `R`
+/// additions of a step written out (as in `columns!`).
+macro_rules! entries {
+    ($name:ident, $r:literal, [$($k:literal)*]) => {
+        #[inline(always)]
+        fn $name<F: Fn(f32, f32) -> f32>(
+            acc: &mut [f32; $r],
+            parts: [(&[f32], &[f32]); 2],
+            c0: usize,
+            channels: usize,
+            entry: &F,
+        ) {
+            let mut a = *acc;
+            for (xs, ys) in parts {
+                let mut t = c0;
+                while let (Some(u), Some(v)) = (
+                    xs.get(t..).and_then(<[f32]>::first_chunk::<$r>),
+                    ys.get(t..).and_then(<[f32]>::first_chunk::<$r>),
+                ) {
+                    $(a[$k] += entry(u[$k], v[$k]);)*
+                    t += channels;
+                }
+            }
+            *acc = a;
+        }
+    };
+}
+entries!(entries8, 8, [0 1 2 3 4 5 6 7]);
+entries!(entries1, 1, [0]);
 
 #[cfg(test)]
 mod tests {
@@ -815,6 +896,38 @@ mod tests {
             }
         }
         assert!(checked > 500, "{checked}");
+    }
+
+    /// The device's `tanh` gives the same bits as the hosts' on every 1021st `f32` (both
+    /// signs, subnormals, infinities) and around the thresholds; NaN to NaN.
+    #[test]
+    fn both_forms_of_tanh_give_the_same_bits() {
+        let around =
+            |v: f32| (-4i32..=4).map(move |d| f32::from_bits(v.to_bits().wrapping_add_signed(d)));
+        let special = [
+            TANH_CLAMP,
+            TANH_LINEAR_BELOW,
+            1.0,
+            8.0,
+            f32::MAX,
+            f32::INFINITY,
+        ]
+        .into_iter()
+        .flat_map(around);
+        let sampled = (0..=u32::MAX / 1021).map(|i| f32::from_bits(i * 1021));
+        let mut checked = 0u32;
+        for v in sampled.chain(special) {
+            for x in [v, -v] {
+                let (got, want) = (tanh_branching(x), tanh_clamped(x));
+                if want.is_nan() {
+                    assert!(got.is_nan(), "{x:e}");
+                } else {
+                    assert_eq!(got.to_bits(), want.to_bits(), "{x:e}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 8_000_000, "{checked}");
     }
 
     /// The segments of every architecture cover its parameters exactly.
