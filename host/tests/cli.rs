@@ -347,7 +347,7 @@ fn skab_bench_anomaly_free_pieces_and_overrides() {
         defaults.iter().all(|&f| f > 0.0 && f < 100.0),
         "{defaults:?}"
     );
-    assert_eq!(far(&["--set", "--adapt-rate 0.1"]), defaults);
+    assert_eq!(far(&["--set", "--adapt-rate 0.05"]), defaults);
     // Rows: ae causal, ae leaderboard, no-model causal, no-model leaderboard. The leaderboard
     // alignment reads exceeding windows, not alarms, so its rows need not be 0 (they move too:
     // without alarms no baseline ever holds still).
