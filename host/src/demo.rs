@@ -363,7 +363,7 @@ fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
 }
 
 /// A standard normal sample (Box-Muller; rand 0.10 has no normal distribution of its own).
-fn gauss(rng: &mut ChaCha8Rng) -> f32 {
+pub(crate) fn gauss(rng: &mut ChaCha8Rng) -> f32 {
     let u1: f64 = 1.0 - rng.random::<f64>(); // in (0, 1], so ln is finite
     let u2: f64 = rng.random();
     ((-2.0 * u1.ln()).sqrt() * (TAU * u2).cos()) as f32

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod error;
 pub mod files;
 pub mod fit;
+pub mod inject;
 pub mod metrics;
 pub mod pipeline;
 pub mod plot;

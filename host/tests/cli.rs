@@ -347,7 +347,7 @@ fn skab_bench_anomaly_free_pieces_and_overrides() {
         defaults.iter().all(|&f| f > 0.0 && f < 100.0),
         "{defaults:?}"
     );
-    assert_eq!(far(&["--set", "--adapt-rate 0.1"]), defaults);
+    assert_eq!(far(&["--set", "--adapt-rate 0.05"]), defaults);
     // Rows: ae causal, ae leaderboard, no-model causal, no-model leaderboard. The leaderboard
     // alignment reads exceeding windows, not alarms, so its rows need not be 0 (they move too:
     // without alarms no baseline ever holds still).
@@ -358,6 +358,65 @@ fn skab_bench_anomaly_free_pieces_and_overrides() {
         tmp.path(),
     );
     assert_fails(&o, 2, &["--no-such-flag"]);
+}
+
+/// `--inject` puts one labelled anomaly into each anomaly-free piece: the rows carry F1 and
+/// misses as for the labelled files, the same on every run, and an alarm that cannot turn on
+/// misses every injected row; it needs `--anomaly-free`.
+#[test]
+fn skab_bench_injected_anomalies() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data/skab");
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec![
+            "bench",
+            "skab",
+            "--data",
+            data,
+            "--anomaly-free",
+            "--inject",
+            "--json",
+        ];
+        args.extend(extra);
+        let o = sensorae(&args, tmp.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let first = rows(&[]);
+    assert_eq!(first.len(), 4, "{first:?}");
+    let ae = &first[0];
+    assert_eq!(
+        (ae["variant"].as_str(), ae["alignment"].as_str()),
+        (Some("ae"), Some("causal"))
+    );
+    let (f1, mar) = (ae["f1"].as_f64().unwrap(), ae["mar"].as_f64().unwrap());
+    assert!(f1 > 0.0 && f1 <= 1.0 && mar < 100.0, "{ae}");
+    assert_eq!(rows(&[]), first);
+    let never = rows(&["--set", "--alarm-on 1000"]);
+    for r in [&never[0], &never[2]] {
+        assert_eq!(
+            (r["f1"].as_f64(), r["mar"].as_f64()),
+            (Some(0.0), Some(100.0)),
+            "{r}"
+        );
+    }
+    let files = rows(&["--per-file"]);
+    let kinds: Vec<&str> = files
+        .iter()
+        .filter_map(|r| r["file"].as_str())
+        .filter_map(|f| f.rsplit(':').next())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["level-shift", "ramp", "noise-burst", "stuck-at"].repeat(2)
+    );
+    // Clap's own usage error (several lines), so not `assert_fails`.
+    let o = sensorae(&["bench", "skab", "--data", data, "--inject"], tmp.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--anomaly-free"), "{}", stderr(&o));
 }
 
 /// Issue 9's variants and losses through the command line: a VQ-VAE with a soft-threshold code
