@@ -91,8 +91,8 @@ mod source {
         },
     };
 
-    /// The [`PARAM_LAYOUT`](crate::PARAM_LAYOUT) of a target, by its `target_arch` (`CARGO_CFG_TARGET_ARCH` in a
-    /// build script).
+    /// The [`PARAM_LAYOUT`](crate::PARAM_LAYOUT) of a target, by its `target_arch`
+    /// (`CARGO_CFG_TARGET_ARCH` in a build script).
     #[must_use]
     pub fn param_layout_for(target_arch: &str) -> u16 {
         super::layout_id(crate::nn::widest_for(target_arch))
