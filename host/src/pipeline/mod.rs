@@ -89,7 +89,18 @@
 //!   unless the new owner's persistent session already existed.
 //!
 //! # Measured
-//! Final build of 2026-12-02 (the core's `push` now runs its kernel compiled for AVX2, so the
+//! Re-measured later on 2026-12-02, same command, after the core's push-side changes for the
+//! Cortex-M (1.03-1.10x faster scoring on hosts): 10.4-12.0 M samples/s through the pipeline
+//! (5 runs), raw 25.2-25.7 M, pipeline / raw **0.41-0.47**; steady-state CPU per sample: workers
+//! 0.113-0.118 us against 0.076-0.078 us raw, the source **0.046-0.056 us**, the sink 0.002 us.
+//! The build from before those changes (aca0513) gives the same on the same machine in
+//! alternating runs (0.446 / 0.406 against 0.411 / 0.412, source 0.040-0.054 us), so the drop
+//! from 0.62 is the VM, not the code: scoring on one core got faster (raw 21.5 -> 25.5 M) and
+//! the source's writes into batches a worker's core last read got about 3x costlier. Batches of
+//! 512 or 2,048 samples instead of 64: 0.42 / 0.43 (source 0.046 us), so the cost is per
+//! sample (moving its bytes between cores), not per batch.
+//!
+//! Earlier that day: final build of 2026-12-02 (the core's `push` now runs its kernel compiled for AVX2, so the
 //! reference model scores about 1.4x faster than in the figures below), same command, 3 runs on
 //! the idle 2-core machine: **13.3 M samples/s** (13.0-13.8) through the pipeline, 833 k
 //! windows/s, p50 4.7 ms and p99 12.6-13.6 ms of queueing, peak memory 37 MiB, nothing dropped or
