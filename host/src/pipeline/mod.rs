@@ -96,9 +96,9 @@
 //! The build from before those changes (aca0513) gives the same on the same machine in
 //! alternating runs (0.446 / 0.406 against 0.411 / 0.412, source 0.040-0.054 us), so the drop
 //! from 0.62 is the VM, not the code: scoring on one core got faster (raw 21.5 -> 25.5 M) and
-//! the source's writes into batches a worker's core last read got about 3x costlier. Batches of
-//! 512 or 2,048 samples instead of 64: 0.42 / 0.43 (source 0.046 us), so the cost is per
-//! sample (moving its bytes between cores), not per batch.
+//! the source thread's CPU per sample tripled with the same code (likely its writes into
+//! batches that a worker's core read last; not profiled). Batches of 512 or 2,048 samples
+//! instead of 64: 0.42 / 0.43 (source 0.046 us), so that cost is per sample, not per batch.
 //!
 //! Earlier that day: final build of 2026-12-02 (the core's `push` now runs its kernel compiled for AVX2, so the
 //! reference model scores about 1.4x faster than in the figures below), same command, 3 runs on
