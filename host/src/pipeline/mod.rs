@@ -96,9 +96,12 @@
 //! The build from before those changes (aca0513) gives the same on the same machine in
 //! alternating runs (0.446 / 0.406 against 0.411 / 0.412, source 0.040-0.054 us), so the drop
 //! from 0.62 is the VM, not the code: scoring on one core got faster (raw 21.5 -> 25.5 M) and
-//! the source thread's CPU per sample tripled with the same code (likely its writes into
-//! batches that a worker's core read last; not profiled). Batches of 512 or 2,048 samples
-//! instead of 64: 0.42 / 0.43 (source 0.046 us), so that cost is per sample, not per batch.
+//! the source thread's CPU per sample tripled with the same code. `perf record` of a 6 s run:
+//! `Router::push_key` (a copy of 32 bytes and a 16-byte entry into the batch) takes 17 % of all
+//! cycles, nearly all of it on the instructions right after its stores, i.e. waiting for stores
+//! to complete: consistent with every batch line having to be taken back from the worker core
+//! that read it last. Batches of 512 or 2,048 samples instead of 64: 0.42 / 0.43 (source
+//! 0.046 us), so that cost is per sample, not per batch.
 //!
 //! Earlier that day: final build of 2026-12-02 (the core's `push` now runs its kernel compiled for AVX2, so the
 //! reference model scores about 1.4x faster than in the figures below), same command, 3 runs on
