@@ -101,7 +101,10 @@
 //! cycles, nearly all of it on the instructions right after its stores, i.e. waiting for stores
 //! to complete: consistent with every batch line having to be taken back from the worker core
 //! that read it last. Batches of 512 or 2,048 samples instead of 64: 0.42 / 0.43 (source
-//! 0.046 us), so that cost is per sample, not per batch.
+//! 0.046 us), so that cost is per sample, not per batch. Entries of 8 bytes instead of 24
+//! (sequence numbers in a side vector only for batches that have them), so 40 bytes cross per
+//! sample instead of 56: ratio 0.440 against 0.423 (medians of 3 alternating runs), within the
+//! noise; not kept.
 //!
 //! Earlier that day: final build of 2026-12-02 (the core's `push` now runs its kernel compiled for AVX2, so the
 //! reference model scores about 1.4x faster than in the figures below), same command, 3 runs on
