@@ -284,13 +284,8 @@ fn finish_frame(out: &mut [u8], end: usize) -> Result<usize, EncodeError> {
 }
 
 /// The sizes of a header as the inference code takes them.
-pub(crate) fn dims_of(h: &Header<'_>) -> Dims {
-    Dims {
-        c: usize::from(h.window.channels),
-        n: h.input(),
-        h: h.layers.hidden as usize,
-        z: h.layers.latent as usize,
-    }
+pub(crate) const fn dims_of(h: &Header<'_>) -> Dims {
+    Dims::of(&h.window, &h.layers)
 }
 
 /// [`Header::param_count`], counted by walking [`nn::segments`], which loading links anyway,

@@ -118,13 +118,7 @@ impl Config {
 
     /// The sizes a forward pass runs at.
     pub(crate) const fn dims(&self) -> Dims {
-        let (c, w) = (self.window.channels as usize, self.window.length as usize);
-        Dims {
-            c,
-            n: c * w,
-            h: self.layers.hidden as usize,
-            z: self.layers.latent as usize,
-        }
+        Dims::of(&self.window, &self.layers)
     }
 
     /// Number of `f32` parameters (as [`Header::param_count`](crate::Header::param_count)).
@@ -307,7 +301,7 @@ impl<S: Storage> Engine<S> {
         let config = Config::from(h);
         self.prepare(&config)?;
         nn::load_params(
-            h.arch(),
+            config.arch(),
             config.dims(),
             view.weight_bytes(),
             self.storage.params_mut(),

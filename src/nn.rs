@@ -4,7 +4,7 @@
 //! Parameters are one flat slice in file order; each weight matrix is column-major with as many
 //! rows as the layer has outputs (see `docs/model-format.md`).
 
-use crate::model::{Activation, Arch, ErrorMetric, Layers};
+use crate::model::{Activation, Arch, ErrorMetric, Layers, WindowSpec};
 
 /// Clamp applied to BCE probabilities so the logarithms stay finite.
 pub const BCE_EPS: f32 = 1e-7;
@@ -177,6 +177,19 @@ pub(crate) struct Dims {
     pub n: usize,
     pub h: usize,
     pub z: usize,
+}
+
+impl Dims {
+    /// The sizes of a model's window and layers (a header's or a configuration's).
+    pub(crate) const fn of(window: &WindowSpec, layers: &Layers) -> Dims {
+        let c = window.channels as usize;
+        Dims {
+            c,
+            n: c * window.length as usize,
+            h: layers.hidden as usize,
+            z: layers.latent as usize,
+        }
+    }
 }
 
 /// A layer input in two parts read one after the other: the window is the ring of samples

@@ -297,8 +297,7 @@ impl Storage for Heap {
     type Z = nalgebra::Dyn;
 
     fn prepare(&mut self, config: &Config) -> Result<(), ShapeError> {
-        let dims = config.dims();
-        let (c, n, h, z) = (dims.c, dims.n, dims.h, dims.z);
+        let crate::nn::Dims { c, n, h, z } = config.dims();
         (self.n, self.h, self.z) = (n, h, z);
         let resize = |v: &mut alloc::vec::Vec<f32>, len: usize| {
             v.clear();
