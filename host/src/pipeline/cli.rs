@@ -86,6 +86,11 @@ pub struct StreamArgs {
     /// Drop the oldest queued samples when a worker falls behind (counted), instead of waiting.
     #[arg(long)]
     pub drop_oldest: bool,
+    /// Read `--csv` files on a thread of their own and queue the samples to the workers, rather
+    /// than each worker reading its own streams' files (the default when `--csv` is the only
+    /// input; see `Builder::sources_on_workers`).
+    #[arg(long)]
+    pub routed: bool,
     /// Replay CSV in real time at HZ samples per second per stream.
     #[arg(long, value_name = "HZ")]
     pub pace: Option<f64>,
@@ -177,6 +182,7 @@ pub fn build(args: &StreamArgs, stop: StopFlag) -> Result<Builder, PipelineError
         .queue(args.queue)
         .batch(args.batch)
         .stop_flag(stop)
+        .sources_on_workers(!args.routed)
         .backpressure(if args.drop_oldest {
             Backpressure::DropOldest
         } else {

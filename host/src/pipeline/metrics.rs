@@ -59,29 +59,23 @@ impl Counters {
             counter.fetch_add(n, Relaxed);
         }
     }
-
-    /// Adds a local latency histogram (one per batch, to keep atomics off the per-sample path).
-    pub(crate) fn add_latencies(&self, local: &LocalLatency) {
-        for (slot, &n) in self.latency.iter().zip(local.buckets.iter()) {
-            if n > 0 {
-                slot.fetch_add(n, Relaxed);
-            }
-        }
-    }
 }
 
-/// A worker's latency histogram for one batch.
+/// A worker's latency histogram since it last added it to its [`Counters`] (once per batch or
+/// lot, to keep atomics off the per-sample path).
 #[derive(Debug)]
 pub(crate) struct LocalLatency {
     buckets: Box<[u64]>,
-    any: bool,
+    /// The buckets holding counts: a lot is timed once, so this is one or a few, and adding
+    /// them costs that many atomics rather than a pass over every bucket.
+    touched: Vec<usize>,
 }
 
 impl LocalLatency {
     pub(crate) fn new() -> Self {
         LocalLatency {
             buckets: vec![0; BUCKETS].into_boxed_slice(),
-            any: false,
+            touched: Vec::new(),
         }
     }
 
@@ -96,17 +90,21 @@ impl LocalLatency {
             return;
         }
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        if let Some(b) = self.buckets.get_mut(bucket_of(ns)) {
-            *b += n;
-            self.any = true;
+        let b = bucket_of(ns);
+        if let Some(count) = self.buckets.get_mut(b) {
+            if *count == 0 {
+                self.touched.push(b);
+            }
+            *count += n;
         }
     }
 
+    /// Adds the counts to `counters` and starts again from zero.
     pub(crate) fn take_into(&mut self, counters: &Counters) {
-        if self.any {
-            counters.add_latencies(self);
-            self.buckets.fill(0);
-            self.any = false;
+        for b in self.touched.drain(..) {
+            if let (Some(count), Some(slot)) = (self.buckets.get_mut(b), counters.latency.get(b)) {
+                slot.fetch_add(core::mem::take(count), Relaxed);
+            }
         }
     }
 }
@@ -240,7 +238,8 @@ pub struct MetricsSnapshot {
     pub batches: u64,
     /// Broker reconnections.
     pub reconnects: u64,
-    /// Batches waiting in each worker's queue.
+    /// Batches waiting in each worker's queue (none listed when the source runs on the
+    /// workers, which have no queue).
     pub queue_depths: Vec<usize>,
     /// Batches of records waiting for the sinks.
     pub sink_queue: usize,

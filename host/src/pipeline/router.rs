@@ -14,7 +14,7 @@ use std::{
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::{ErrorKind, PipelineError, metrics::Counters, models::ModelMap};
+use super::{ErrorKind, PipelineError, metrics::Counters, models::ModelMap, worker::Scorer};
 
 /// A stream id interned by [`Router::intern`]: pushing by key ([`Router::push_key`]) skips
 /// hashing the id, for sources that know their streams up front. Valid for the router that
@@ -265,18 +265,59 @@ pub(crate) struct Shared {
 /// A source's handle into the pipeline: [`push`](Router::push) samples, and the router batches
 /// them per worker and sends a batch when it is full or on [`flush`](Router::flush).
 /// Sources should flush before they wait for input, so samples do not sit in a batch.
+///
+/// A router given to a part of a split source ([`Source::split`](super::Source::split)) runs on
+/// that part's worker and scores each full batch there, with no queue in between.
 #[derive(Debug)]
 pub struct Router {
     queues: Vec<Sender<Batch>>,
     /// Receiver ends, kept only for drop-oldest.
     drains: Vec<Receiver<Batch>>,
+    /// One per worker; one in all for a router on its worker.
     buffers: Vec<Batch>,
+    /// Workers the streams are partitioned over.
+    workers: usize,
     batch: usize,
     /// Values per batch to reserve (the most a batch has held).
     values_hint: usize,
     interned: StreamMap<String, StreamKey>,
     counters: Arc<Counters>,
     shared: Arc<Shared>,
+    /// The worker's scoring state, for a router that runs on its worker.
+    local: Option<Local>,
+}
+
+/// A worker's [`Scorer`], owned by the router of the source part that runs on that worker. It
+/// scores each sample as it is pushed (no copy into a batch) and settles the counts once per
+/// lot of [`Builder::batch`](super::Builder::batch) samples.
+struct Local {
+    scorer: Box<Scorer>,
+    /// Samples scored since the last settle.
+    pending: usize,
+    /// When the first of them was pushed.
+    since: Instant,
+}
+
+impl Local {
+    /// Counts the pending samples in, with their verdicts.
+    fn settle(&mut self, counters: &Counters) {
+        if self.pending > 0 {
+            Counters::add(&counters.samples_in, self.pending as u64);
+            Counters::add(&counters.batches, 1);
+            self.scorer.settle(self.since);
+            self.pending = 0;
+        }
+    }
+}
+
+impl core::fmt::Debug for Local {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "Local(worker {}, {} pending)",
+            self.scorer.id, self.pending
+        )
+    }
 }
 
 impl Router {
@@ -293,6 +334,7 @@ impl Router {
             .map(|_| Batch::with_capacity(batch, 0))
             .collect();
         Router {
+            workers: queues.len(),
             queues,
             drains,
             buffers,
@@ -301,7 +343,42 @@ impl Router {
             interned: StreamMap::default(),
             counters,
             shared,
+            local: None,
         }
+    }
+
+    /// A router that scores on the calling thread with `scorer`, the state of worker
+    /// `scorer.id` of `workers`: for a source part that pushes only that worker's streams.
+    pub(crate) fn on_worker(
+        scorer: Scorer,
+        workers: usize,
+        batch: usize,
+        counters: Arc<Counters>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let batch = batch.max(1);
+        Router {
+            queues: Vec::new(),
+            drains: Vec::new(),
+            buffers: Vec::new(),
+            workers: workers.max(1),
+            batch,
+            values_hint: 0,
+            interned: StreamMap::default(),
+            counters,
+            shared,
+            local: Some(Local {
+                scorer: Box::new(scorer),
+                pending: 0,
+                since: Instant::now(),
+            }),
+        }
+    }
+
+    /// The scoring state of a router made by [`on_worker`](Router::on_worker), after its last
+    /// [`flush`](Router::flush).
+    pub(crate) fn into_scorer(self) -> Option<Scorer> {
+        self.local.map(|l| *l.scorer)
     }
 
     /// The key of `stream`, for [`push_key`](Router::push_key).
@@ -311,7 +388,7 @@ impl Router {
         }
         let key = StreamKey {
             id: self.shared.interner.intern(stream),
-            worker: u32::try_from(partition(stream, self.queues.len())).unwrap_or(0),
+            worker: u32::try_from(partition(stream, self.workers)).unwrap_or(0),
         };
         self.interned.insert(stream.to_owned(), key);
         key
@@ -355,6 +432,21 @@ impl Router {
         values: &[f32],
         seq: Option<u64>,
     ) -> Result<(), PipelineError> {
+        if let Some(local) = &mut self.local {
+            if key.worker as usize != local.scorer.id {
+                return Err(misrouted(&self.shared, key, local.scorer.id));
+            }
+            if local.pending == 0 {
+                local.since = Instant::now();
+            }
+            local.pending += 1;
+            local.scorer.score_one(key.id, values, seq)?;
+            if local.pending >= self.batch {
+                local.settle(&self.counters);
+                local.scorer.hand_over(false)?;
+            }
+            return Ok(());
+        }
         let workers = self.buffers.len().max(1);
         // A key's worker is below the count by construction; no division on the per-sample path.
         let worker = match key.worker as usize {
@@ -400,7 +492,13 @@ impl Router {
         for w in 0..self.buffers.len() {
             self.send(w)?;
         }
-        Ok(())
+        match &mut self.local {
+            Some(local) => {
+                local.settle(&self.counters);
+                local.scorer.hand_over(true)
+            }
+            None => Ok(()),
+        }
     }
 
     /// The pipeline was asked to stop or a thread failed: the source should return.
@@ -492,6 +590,23 @@ impl Router {
             },
         }
     }
+}
+
+/// A source part pushed a stream its worker does not own: a [`Source::split`](super::Source::split)
+/// that did not partition by [`partition`]. Scoring it here could split the stream over two
+/// workers, so the pipeline stops instead.
+fn misrouted(shared: &Shared, key: StreamKey, worker: usize) -> PipelineError {
+    let name = shared
+        .interner
+        .name(key.id)
+        .map_or_else(|| format!("#{}", key.id), |n| n.to_string());
+    PipelineError::new(ErrorKind::Worker {
+        worker,
+        message: format!(
+            "a source part pushed stream `{name}`, which belongs to worker {}",
+            key.worker
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -32,9 +32,24 @@ pub const NON_CHANNEL_COLUMNS: [&str; 8] = [
 /// A producer of samples, run on its own thread. It pushes samples into the [`Router`] until
 /// its input ends or [`Router::stopping`] turns true, and returns; the pipeline flushes what is
 /// left.
+///
+/// A source that knows its streams before it reads may also [`split`](Source::split) into one
+/// part per worker; each worker then runs its part on its own thread and scores what it reads
+/// without a queue in between, as a Kafka Streams thread processes the partitions it consumes.
 pub trait Source: Send {
     /// A short description for errors and logs.
     fn describe(&self) -> String;
+
+    /// Splits into `workers` parts, the `i`-th pushing only the streams that [`partition`]
+    /// gives worker `i` (a part may have none), each part keeping its streams' order. `None`,
+    /// the default, when the streams are only known while reading (long-format files, stdin,
+    /// MQTT). A part that pushes another worker's stream stops the pipeline with an error.
+    ///
+    /// [`partition`]: super::partition
+    fn split(&mut self, workers: usize) -> Option<Vec<Box<dyn Source>>> {
+        let _ = workers;
+        None
+    }
 
     /// Reads input into the router.
     ///
@@ -329,6 +344,27 @@ impl CsvReplay {
 impl Source for CsvReplay {
     fn describe(&self) -> String {
         format!("csv replay of {} file(s)", self.files.len())
+    }
+
+    /// By stream, when every file holds one stream (none is long-format).
+    fn split(&mut self, workers: usize) -> Option<Vec<Box<dyn Source>>> {
+        let workers = workers.max(1);
+        let mut parts: Vec<CsvReplay> = (0..workers)
+            .map(|_| CsvReplay::new().pace(self.pace))
+            .collect();
+        for (path, stream) in &self.files {
+            let id = stream.as_ref().ok()?;
+            parts
+                .get_mut(super::partition(id, workers))?
+                .files
+                .push((path.clone(), Ok(id.clone())));
+        }
+        Some(
+            parts
+                .into_iter()
+                .map(|p| Box::new(p) as Box<dyn Source>)
+                .collect(),
+        )
     }
 
     fn run(&mut self, router: &mut Router) -> Result<(), PipelineError> {

@@ -103,29 +103,46 @@ struct Scoring {
     channels: Arc<[Arc<str>]>,
     name: Arc<str>,
     last_seq: Option<u64>,
-    alarm: bool,
 }
 
 /// Per-stream state on its worker, indexed by interned stream id.
 enum Slot {
     /// Not seen yet by this worker.
     Unknown,
-    Scoring(Box<Scoring>),
+    Scoring {
+        /// The alarm as this stream's records last reported it. Kept here rather than in the
+        /// boxed state: the slots are read in order, a line of the box per sample is not.
+        alarm: bool,
+        state: Box<Scoring>,
+    },
     /// No model matches: samples are counted, not scored.
     Unmatched,
 }
 
-pub(crate) struct Worker {
-    /// Its index, and that of its lane in [`Shared::lanes`].
+/// A worker's scoring state: one slot per stream it owns, the records not yet handed to the
+/// sink, and its latency histogram. It scores batches from its queue ([`Worker`]) or, when the
+/// worker runs its part of a source itself, straight from that part's [`Router`](super::Router).
+pub(crate) struct Scorer {
+    /// Its worker's index, and that of its lane in [`Shared::lanes`].
     pub(crate) id: usize,
-    pub(crate) input: Receiver<Batch>,
-    pub(crate) output: Sender<Vec<Record>>,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) emit: Emit,
+    output: Sender<Vec<Record>>,
+    counters: Arc<Counters>,
+    shared: Arc<Shared>,
+    emit: Emit,
+    slots: Vec<Slot>,
+    unmatched_names: Vec<String>,
+    names: NameCopies,
+    latency: LocalLatency,
+    records: Vec<Record>,
+    /// Counts of the samples scored since the last [`settle`](Scorer::settle).
+    tally: Tally,
+    /// The first record made since the last settle.
+    lot_from: usize,
     /// Test hook: fail after this many samples.
     #[cfg(test)]
-    pub(crate) fail_after: Option<u64>,
+    fail_after: Option<u64>,
+    #[cfg(test)]
+    seen: u64,
 }
 
 /// Counts of one batch, added to the shared counters once per batch.
@@ -141,193 +158,262 @@ struct Tally {
     alarms: u64,
 }
 
-impl Worker {
+impl Scorer {
+    pub(crate) fn new(
+        id: usize,
+        output: Sender<Vec<Record>>,
+        counters: Arc<Counters>,
+        shared: Arc<Shared>,
+        emit: Emit,
+        #[cfg(test)] fail_after: Option<u64>,
+    ) -> Self {
+        Scorer {
+            id,
+            output,
+            counters,
+            shared,
+            emit,
+            slots: Vec::new(),
+            unmatched_names: Vec::new(),
+            names: NameCopies::new(),
+            latency: LocalLatency::new(),
+            records: Vec::new(),
+            tally: Tally::default(),
+            lot_from: 0,
+            #[cfg(test)]
+            fail_after,
+            #[cfg(test)]
+            seen: 0,
+        }
+    }
+
     /// The state of a stream seen for the first time: a detector cloned from its model.
-    fn resolve(&self, id: u32, unmatched_names: &mut Vec<String>, names: &mut NameCopies) -> Slot {
+    fn resolve(&mut self, id: u32) -> Slot {
         let Some(name) = self.shared.interner.name(id) else {
             return Slot::Unmatched;
         };
         match self.shared.models.resolve(&name) {
-            Some(model) => Slot::Scoring(Box::new(Scoring {
-                detector: model.detector.clone(),
-                channels: channel_names(names, model),
-                name,
-                last_seq: None,
+            Some(model) => Slot::Scoring {
                 alarm: false,
-            })),
+                state: Box::new(Scoring {
+                    detector: model.detector.clone(),
+                    channels: channel_names(&mut self.names, model),
+                    name,
+                    last_seq: None,
+                }),
+            },
             None => {
-                unmatched_names.push(name.to_string());
+                self.unmatched_names.push(name.to_string());
                 Slot::Unmatched
             }
         }
     }
 
-    /// Scores batches until every router is gone and the queue is empty.
-    ///
-    /// Latency is measured per batch (two clock reads per batch, none per sample): from the
-    /// router accepting the batch's first sample to the verdict on its last, counted once for
-    /// each verdict of the batch. That is an upper bound for every sample in it, and exact for a
-    /// batch of one.
-    pub(crate) fn run(self) -> Result<Vec<String>, PipelineError> {
-        let mut slots: Vec<Slot> = Vec::new();
-        let mut unmatched_names = Vec::new();
-        let mut names = NameCopies::new();
-        let mut latency = LocalLatency::new();
+    /// Scores one batch, in order, and adds its counts to the shared counters.
+    pub(crate) fn score(&mut self, batch: &Batch) -> Result<(), PipelineError> {
+        for (entry, values) in batch.iter() {
+            self.score_one(entry.stream, values, entry.seq)?;
+        }
+        self.settle(batch.ingested);
+        Ok(())
+    }
+
+    /// Makes the slot of a stream not seen before (a no-op for an unmatched one).
+    #[cold]
+    fn first_sight(&mut self, stream: u32) {
+        let index = stream as usize;
+        if index >= self.slots.len() {
+            self.slots.resize_with(index + 1, || Slot::Unknown);
+        }
+        if matches!(self.slots.get(index), Some(Slot::Unknown)) {
+            let resolved = self.resolve(stream);
+            if let Some(slot) = self.slots.get_mut(index) {
+                *slot = resolved;
+            }
+        }
+    }
+
+    /// Scores one sample of the interned stream `stream`; its counts wait for the next
+    /// [`settle`](Scorer::settle).
+    #[inline]
+    pub(crate) fn score_one(
+        &mut self,
+        stream: u32,
+        values: &[f32],
+        seq: Option<u64>,
+    ) -> Result<(), PipelineError> {
         #[cfg(test)]
-        let mut seen = 0u64;
-        let mut records = Vec::new();
+        {
+            self.seen += 1;
+            if self.fail_after.is_some_and(|n| self.seen > n) {
+                return Err(PipelineError::new(super::ErrorKind::Worker {
+                    worker: self.id,
+                    message: "injected failure".into(),
+                }));
+            }
+        }
+        let index = stream as usize;
+        if !matches!(self.slots.get(index), Some(Slot::Scoring { .. })) {
+            self.first_sight(stream);
+        }
+        let Some(Slot::Scoring { alarm, state }) = self.slots.get_mut(index) else {
+            self.tally.unmatched += 1;
+            return Ok(());
+        };
+        let tally = &mut self.tally;
+        let Scoring {
+            detector,
+            channels,
+            name,
+            last_seq,
+        } = &mut **state;
+        if let Some(seq) = seq {
+            match *last_seq {
+                Some(last) if seq <= last => {
+                    tally.duplicates += 1;
+                    return Ok(());
+                }
+                Some(last) => tally.gaps += seq - last - 1,
+                None => {}
+            }
+            *last_seq = Some(seq);
+        }
+        let verdict = detector.push(values);
+        let was = *alarm;
+        let status = match verdict.status {
+            Status::WarmingUp { .. } => {
+                tally.warming += 1;
+                *alarm = false;
+                RecordStatus::Warming
+            }
+            Status::Normal(s) => {
+                tally.scored += 1;
+                tally.windows += u64::from(s.fresh);
+                *alarm = false;
+                RecordStatus::Normal
+            }
+            Status::Anomalous { score, onset } => {
+                tally.scored += 1;
+                tally.windows += u64::from(score.fresh);
+                tally.alarms += u64::from(onset);
+                *alarm = true;
+                RecordStatus::Anomalous
+            }
+            Status::Fault(f) => {
+                tally.faulted += 1;
+                if f.reset {
+                    *alarm = false;
+                }
+                RecordStatus::Fault
+            }
+        };
+        let event = match (was, *alarm) {
+            (false, true) => Some(AlarmEvent::On),
+            (true, false) => Some(AlarmEvent::Off),
+            _ => None,
+        };
+        let score = verdict.score();
+        let fresh = score.is_some_and(|s| s.fresh);
+        let keep = match self.emit {
+            Emit::All => true,
+            Emit::Scored => fresh || event.is_some() || status == RecordStatus::Fault,
+            Emit::Alarms => event.is_some() || status == RecordStatus::Fault,
+        };
+        if !keep {
+            return Ok(());
+        }
+        let channel = |c: u16| channels.get(usize::from(c)).cloned();
+        let fault = verdict.fault();
+        self.records.push(Record {
+            stream: Arc::clone(name),
+            index: verdict.index,
+            seq,
+            status,
+            score: score.map(|s| s.value),
+            threshold: detector.config().threshold.value,
+            fresh,
+            event,
+            top_channel: score
+                .and_then(|s| s.top.first().copied().flatten())
+                .and_then(|c| channel(c.channel)),
+            fault: fault.map(|f| f.kind.name().to_owned()),
+            fault_channel: fault.and_then(|f| f.channel).and_then(channel),
+            latency_us: 0,
+        });
+        Ok(())
+    }
+
+    /// Adds the counts of the samples scored since the last settle to the shared counters, and
+    /// their latency: from `since`, when the first of them was accepted, to now, counted once
+    /// for each of their verdicts. One clock read per lot, none per sample: an upper bound for
+    /// every sample of the lot, exact for a lot of one.
+    pub(crate) fn settle(&mut self, since: Instant) {
+        let tally = core::mem::take(&mut self.tally);
+        let elapsed = Instant::now().saturating_duration_since(since);
+        let verdicts = tally.scored + tally.warming + tally.faulted;
+        self.latency.record_n(elapsed, verdicts);
+        let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        for r in self.records.iter_mut().skip(self.lot_from) {
+            r.latency_us = latency_us;
+        }
+        self.lot_from = self.records.len();
+        let c = &self.counters;
+        Counters::add(&c.scored, tally.scored);
+        Counters::add(&c.warming, tally.warming);
+        Counters::add(&c.faulted, tally.faulted);
+        Counters::add(&c.unmatched, tally.unmatched);
+        Counters::add(&c.duplicates, tally.duplicates);
+        Counters::add(&c.gaps, tally.gaps);
+        Counters::add(&c.windows, tally.windows);
+        Counters::add(&c.alarms, tally.alarms);
+        self.latency.take_into(c);
+    }
+
+    /// Hands the records to the sink once there are at least `SINK_LOT` of them, or whatever
+    /// there is when `idle` (the input ran dry): a send to a sleeping sink thread is a system
+    /// call and a context switch, too much to pay per batch.
+    pub(crate) fn hand_over(&mut self, idle: bool) -> Result<(), PipelineError> {
+        if self.records.len() >= SINK_LOT || (idle && !self.records.is_empty()) {
+            Counters::add(&self.counters.emitted, self.records.len() as u64);
+            let lot = core::mem::replace(&mut self.records, Vec::with_capacity(SINK_LOT));
+            self.lot_from = 0;
+            super::send_or_fail(&self.output, lot, &self.shared, "sink queue")?;
+        }
+        Ok(())
+    }
+
+    /// Hands over the last records; returns the ids of the streams no model matched.
+    pub(crate) fn finish(mut self) -> Result<Vec<String>, PipelineError> {
+        self.hand_over(true)?;
+        Ok(self.unmatched_names)
+    }
+}
+
+/// A worker fed by its queue: scores batches until every router is gone and the queue is empty.
+pub(crate) struct Worker {
+    pub(crate) input: Receiver<Batch>,
+    pub(crate) scorer: Scorer,
+}
+
+impl Worker {
+    pub(crate) fn run(mut self) -> Result<Vec<String>, PipelineError> {
         let half = self.input.capacity().unwrap_or(1) / 2;
-        let lane = self.shared.lanes.get(self.id);
+        let shared = Arc::clone(&self.scorer.shared);
+        let lane = shared.lanes.get(self.scorer.id);
         for mut batch in &self.input {
             if let Some(lane) = lane
                 && self.input.len() <= half
             {
                 lane.room.notify();
             }
-            let mut tally = Tally::default();
-            let fresh_from = records.len();
-            for (entry, values) in batch.iter() {
-                #[cfg(test)]
-                {
-                    seen += 1;
-                    if self.fail_after.is_some_and(|n| seen > n) {
-                        return Err(PipelineError::new(super::ErrorKind::Worker {
-                            worker: self.id,
-                            message: "injected failure".into(),
-                        }));
-                    }
-                }
-                let index = entry.stream as usize;
-                if index >= slots.len() {
-                    slots.resize_with(index + 1, || Slot::Unknown);
-                }
-                let Some(slot) = slots.get_mut(index) else {
-                    tally.unmatched += 1;
-                    continue;
-                };
-                if matches!(slot, Slot::Unknown) {
-                    *slot = self.resolve(entry.stream, &mut unmatched_names, &mut names);
-                }
-                let Slot::Scoring(state) = slot else {
-                    tally.unmatched += 1;
-                    continue;
-                };
-                let Scoring {
-                    detector,
-                    channels,
-                    name,
-                    last_seq,
-                    alarm,
-                } = &mut **state;
-                if let Some(seq) = entry.seq {
-                    match *last_seq {
-                        Some(last) if seq <= last => {
-                            tally.duplicates += 1;
-                            continue;
-                        }
-                        Some(last) => tally.gaps += seq - last - 1,
-                        None => {}
-                    }
-                    *last_seq = Some(seq);
-                }
-                let verdict = detector.push(values);
-                let was = *alarm;
-                let status = match verdict.status {
-                    Status::WarmingUp { .. } => {
-                        tally.warming += 1;
-                        *alarm = false;
-                        RecordStatus::Warming
-                    }
-                    Status::Normal(s) => {
-                        tally.scored += 1;
-                        tally.windows += u64::from(s.fresh);
-                        *alarm = false;
-                        RecordStatus::Normal
-                    }
-                    Status::Anomalous { score, onset } => {
-                        tally.scored += 1;
-                        tally.windows += u64::from(score.fresh);
-                        tally.alarms += u64::from(onset);
-                        *alarm = true;
-                        RecordStatus::Anomalous
-                    }
-                    Status::Fault(f) => {
-                        tally.faulted += 1;
-                        if f.reset {
-                            *alarm = false;
-                        }
-                        RecordStatus::Fault
-                    }
-                };
-                let event = match (was, *alarm) {
-                    (false, true) => Some(AlarmEvent::On),
-                    (true, false) => Some(AlarmEvent::Off),
-                    _ => None,
-                };
-                let score = verdict.score();
-                let fresh = score.is_some_and(|s| s.fresh);
-                let keep = match self.emit {
-                    Emit::All => true,
-                    Emit::Scored => fresh || event.is_some() || status == RecordStatus::Fault,
-                    Emit::Alarms => event.is_some() || status == RecordStatus::Fault,
-                };
-                if !keep {
-                    continue;
-                }
-                let channel = |c: u16| channels.get(usize::from(c)).cloned();
-                let fault = verdict.fault();
-                records.push(Record {
-                    stream: Arc::clone(name),
-                    index: verdict.index,
-                    seq: entry.seq,
-                    status,
-                    score: score.map(|s| s.value),
-                    threshold: detector.config().threshold.value,
-                    fresh,
-                    event,
-                    top_channel: score
-                        .and_then(|s| s.top.first().copied().flatten())
-                        .and_then(|c| channel(c.channel)),
-                    fault: fault.map(|f| f.kind.name().to_owned()),
-                    fault_channel: fault.and_then(|f| f.channel).and_then(channel),
-                    latency_us: 0,
-                });
-            }
-            let elapsed = Instant::now().saturating_duration_since(batch.ingested);
+            self.scorer.score(&batch)?;
             if let Some(lane) = lane {
                 batch.clear();
                 // A full return lane means the sources hold enough spares: this one is freed.
                 let _ = lane.spare_tx.try_send(batch);
             }
-            let verdicts = tally.scored + tally.warming + tally.faulted;
-            latency.record_n(elapsed, verdicts);
-            let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-            for r in records.iter_mut().skip(fresh_from) {
-                r.latency_us = latency_us;
-            }
-            let c = &self.counters;
-            Counters::add(&c.scored, tally.scored);
-            Counters::add(&c.warming, tally.warming);
-            Counters::add(&c.faulted, tally.faulted);
-            Counters::add(&c.unmatched, tally.unmatched);
-            Counters::add(&c.duplicates, tally.duplicates);
-            Counters::add(&c.gaps, tally.gaps);
-            Counters::add(&c.windows, tally.windows);
-            Counters::add(&c.alarms, tally.alarms);
-            latency.take_into(c);
-            // Records go to the sink in lots of at least `SINK_LOT`, or whatever is ready when
-            // the input runs dry: a send to a sleeping sink thread is a system call and a context
-            // switch, too much to pay per batch.
-            if records.len() >= SINK_LOT || (!records.is_empty() && self.input.is_empty()) {
-                Counters::add(&c.emitted, records.len() as u64);
-                let lot = core::mem::replace(&mut records, Vec::with_capacity(SINK_LOT));
-                super::send_or_fail(&self.output, lot, &self.shared, "sink queue")?;
-            }
+            self.scorer.hand_over(self.input.is_empty())?;
         }
-        if !records.is_empty() {
-            Counters::add(&self.counters.emitted, records.len() as u64);
-            super::send_or_fail(&self.output, records, &self.shared, "sink queue")?;
-        }
-        Ok(unmatched_names)
+        self.scorer.finish()
     }
 }

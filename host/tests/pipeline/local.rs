@@ -13,7 +13,8 @@ use std::{
 
 use sensorae_host::pipeline::{
     Backpressure, Builder, CsvReplay, Emit, ErrorKind, IterSource, JsonLines, LineFormat,
-    LinesSource, MemorySink, ModelMap, PipelineError, Record, RecordStatus, Sink,
+    LinesSource, MemorySink, ModelMap, PipelineError, Record, RecordStatus, Router, Sink, Source,
+    partition,
 };
 
 use crate::common::{by_stream, calibrated, normal, reference, sample, within};
@@ -83,7 +84,13 @@ fn csv_replay_matches_a_direct_detector() {
         expected.iter().flatten().any(|k| k.4.is_some()),
         "the data should raise alarms"
     );
-    for source in [replay, CsvReplay::new().long(&long_path, "pump")] {
+    // Per-file replay splits by stream and runs a part on each worker (no queues), unless told
+    // not to; long-format files cannot split and always go through the queues.
+    for (source, on_workers, queued) in [
+        (replay.clone(), true, false),
+        (replay, false, true),
+        (CsvReplay::new().long(&long_path, "pump"), true, true),
+    ] {
         let out = MemorySink::new();
         let report = within(60, {
             let (models, out) = (models(&bytes), out.clone());
@@ -91,6 +98,7 @@ fn csv_replay_matches_a_direct_detector() {
                 Builder::new(models)
                     .workers(3)
                     .batch(16)
+                    .sources_on_workers(on_workers)
                     .source(source)
                     .sink(out)
                     .run()
@@ -98,6 +106,7 @@ fn csv_replay_matches_a_direct_detector() {
         })
         .unwrap();
         let m = &report.metrics;
+        assert_eq!(m.queue_depths.len(), if queued { 3 } else { 0 }, "{m}");
         assert_eq!(m.samples_in, (STREAMS * LEN) as u64, "{m}");
         assert!(m.balanced(), "{m}");
         assert!(m.faulted > 0 && m.alarms > 0 && m.dropped == 0, "{m}");
@@ -408,4 +417,101 @@ fn paced_replay_keeps_latency_low() {
     // 100 ticks at 200 Hz.
     assert!((0.45..5.0).contains(&secs), "{secs}");
     assert!(m.latency_p99 < Duration::from_millis(50), "{m}");
+}
+
+/// A source whose parts push every stream, whatever worker owns it: a wrong
+/// [`Source::split`].
+struct Misrouting;
+
+impl Source for Misrouting {
+    fn describe(&self) -> String {
+        "misrouting".into()
+    }
+
+    fn split(&mut self, workers: usize) -> Option<Vec<Box<dyn Source>>> {
+        Some(
+            (0..workers)
+                .map(|_| Box::new(Misrouting) as Box<dyn Source>)
+                .collect(),
+        )
+    }
+
+    fn run(&mut self, router: &mut Router) -> Result<(), PipelineError> {
+        for t in 0..1000 {
+            for s in 0..8 {
+                router.push_slice(&format!("pump-{s}"), &normal(s, t, C), None)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A part that pushes another worker's stream would split that stream's window over two
+/// workers: the pipeline stops with an error naming the stream, and does not hang.
+#[test]
+fn a_part_pushing_another_workers_stream_stops_the_pipeline() {
+    let bytes = calibrated(C as u16, 8, 16, 4);
+    let err = within(30, move || {
+        Builder::new(models(&bytes))
+            .workers(2)
+            .source(Misrouting)
+            .sink(MemorySink::new())
+            .run()
+    })
+    .unwrap_err();
+    match err.kind() {
+        ErrorKind::Worker { worker, message } => {
+            let stream = message.split('`').nth(1).unwrap();
+            assert_eq!(
+                message,
+                &format!(
+                    "a source part pushed stream `{stream}`, which belongs to worker {}",
+                    partition(stream, 2)
+                )
+            );
+            assert_ne!(partition(stream, 2), *worker);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A part that cannot read its file fails the pipeline as a source error under the source's
+/// name and the file's, as the whole source on its own thread would.
+#[test]
+fn a_part_that_cannot_read_fails_as_its_source() {
+    let bytes = calibrated(C as u16, 8, 16, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let mut replay = CsvReplay::new();
+    for s in 0..6 {
+        let path = dir.path().join(format!("p{s}.csv"));
+        let mut text = String::from("a,b,c,d\n");
+        for t in 0..50 {
+            let v = normal(s, t, C);
+            text.push_str(&format!("{},{},{},{}\n", v[0], v[1], v[2], v[3]));
+        }
+        if s != 3 {
+            fs::write(&path, text).unwrap();
+        }
+        replay = replay.file(format!("p{s}"), path);
+    }
+    let out = MemorySink::new();
+    let sink = out.clone();
+    let err = within(30, move || {
+        Builder::new(models(&bytes))
+            .workers(2)
+            .source(replay)
+            .sink(sink)
+            .run()
+    })
+    .unwrap_err();
+    match err.kind() {
+        ErrorKind::Source {
+            source_name,
+            message,
+        } => {
+            assert_eq!(source_name, "csv replay of 6 file(s)");
+            assert!(message.contains("p3.csv"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
