@@ -101,6 +101,15 @@ pub struct PipelineArgs {
     /// Seed of the synthetic samples.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Rounds of a pipeline run followed by the raw run of the same samples; the figures are
+    /// those of the round with the median ratio (this kind of machine's speed drifts within
+    /// seconds, so only ratios measured side by side mean much).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
+    /// Run the source on its own thread feeding the workers' queues, instead of one part of it
+    /// on each worker (see the pipeline's "Sources on the workers").
+    #[arg(long)]
+    pub routed: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -133,6 +142,9 @@ pub struct PipelineFigures {
     pub sink: &'static str,
     /// Back-pressure policy.
     pub backpressure: &'static str,
+    /// Where the source ran: `on-workers` (a part on each worker, no queue) or `routed` (its
+    /// own thread, through the workers' queues).
+    pub source_mode: &'static str,
     /// Samples the source pushed into the pipeline.
     pub samples: u64,
     /// Windows scored.
@@ -169,8 +181,12 @@ pub struct PipelineFigures {
     pub raw_elapsed_s: f64,
     /// CPU time of the raw run per sample, microseconds.
     pub raw_cpu_us_per_sample: Option<f64>,
-    /// `samples_per_s / raw_samples_per_s`.
+    /// `samples_per_s / raw_samples_per_s`: the median of the rounds.
     pub ratio: f64,
+    /// Each round's ratio, in order (the other figures are the median round's).
+    pub round_ratios: Vec<f64>,
+    /// Each round's steady-state ratio, where measured.
+    pub round_steady_ratios: Vec<Option<f64>>,
     /// Samples per second once every stream has had two windows' worth of samples (detectors
     /// created, caches and pages warm), to the end of the drain.
     pub steady_samples_per_s: Option<f64>,
@@ -220,21 +236,49 @@ impl Pool {
 
 /// Rounds of one sample per stream, until the pipeline stops.
 struct Synthetic {
-    names: Arc<Vec<String>>,
+    /// Each stream's index among all streams (its phase in the pool) and its id.
+    streams: Vec<(usize, String)>,
     pool: Arc<Pool>,
 }
 
 impl Source for Synthetic {
     fn describe(&self) -> String {
-        format!("synthetic ({} streams)", self.names.len())
+        format!("synthetic ({} streams)", self.streams.len())
+    }
+
+    fn split(&mut self, workers: usize) -> Option<Vec<Box<dyn Source>>> {
+        let mut parts: Vec<Vec<(usize, String)>> = vec![Vec::new(); workers.max(1)];
+        for (s, name) in &self.streams {
+            parts
+                .get_mut(partition(name, workers))?
+                .push((*s, name.clone()));
+        }
+        Some(
+            parts
+                .into_iter()
+                .map(|streams| {
+                    Box::new(Synthetic {
+                        streams,
+                        pool: Arc::clone(&self.pool),
+                    }) as Box<dyn Source>
+                })
+                .collect(),
+        )
     }
 
     fn run(&mut self, router: &mut Router) -> core::result::Result<(), PipelineError> {
         // Interned once, like a replay that knows its streams: pushing by key skips the id hash.
-        let keys: Vec<StreamKey> = self.names.iter().map(|n| router.intern(n)).collect();
+        let keys: Vec<(usize, StreamKey)> = self
+            .streams
+            .iter()
+            .map(|(s, n)| (*s, router.intern(n)))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
         let mut pushed = 0u32;
         for t in 0.. {
-            for (s, &key) in keys.iter().enumerate() {
+            for &(s, key) in &keys {
                 router.push_key(key, self.pool.row(t, s), None)?;
                 pushed = pushed.wrapping_add(1);
                 if pushed.is_multiple_of(1024) && router.stopping() {
@@ -467,11 +511,25 @@ fn raw(
     }
 }
 
-/// Runs the benchmark.
+/// Runs the benchmark: `args.rounds` rounds, reported by the round with the median ratio.
 ///
 /// # Errors
 /// [`Error::Usage`] for impossible sizes; [`Error::Pipeline`] when the pipeline fails.
 pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
+    let mut rounds = (0..args.rounds.max(1))
+        .map(|_| measure_round(args))
+        .collect::<Result<Vec<_>>>()?;
+    let round_ratios: Vec<f64> = rounds.iter().map(|f| f.ratio).collect();
+    let round_steady_ratios = rounds.iter().map(|f| f.steady_ratio).collect();
+    rounds.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
+    let mut median = rounds.swap_remove(rounds.len() / 2);
+    median.round_ratios = round_ratios;
+    median.round_steady_ratios = round_steady_ratios;
+    Ok(median)
+}
+
+/// One round: the pipeline for `args.seconds`, then the raw run of the same samples.
+fn measure_round(args: &PipelineArgs) -> Result<PipelineFigures> {
     if args.streams == 0 || args.channels == 0 || args.window == 0 {
         return Err(Error::Usage(
             "--streams, --channels and --window must be at least 1".into(),
@@ -497,8 +555,9 @@ pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
         .queue(args.queue)
         .backpressure(Backpressure::Block)
         .emit(args.emit.emit())
+        .sources_on_workers(!args.routed)
         .source(Synthetic {
-            names: Arc::clone(&names),
+            streams: names.iter().cloned().enumerate().collect(),
             pool: Arc::clone(&pool),
         })
         .sink(sink.clone())
@@ -562,6 +621,7 @@ pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
         emit: args.emit.name(),
         sink: "counting (records counted, not formatted)",
         backpressure: "block",
+        source_mode: if args.routed { "routed" } else { "on-workers" },
         samples: m.samples_in,
         windows: m.windows,
         records: sink.records(),
@@ -580,6 +640,8 @@ pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
         raw_elapsed_s: raw_s,
         raw_cpu_us_per_sample: cpu_us_per_sample(cpu_pipeline, cpu_raw, m.samples_in),
         ratio: samples_per_s / raw_samples_per_s.max(1e-9),
+        round_ratios: Vec::new(),
+        round_steady_ratios: Vec::new(),
         steady_samples_per_s,
         raw_steady_samples_per_s,
         steady_ratio: steady_samples_per_s
@@ -626,10 +688,25 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
          hidden {}, code {}",
         f.streams, f.channels, f.window, f.hop, f.hidden, f.latent
     );
-    println!(
-        "  {} workers, batches of {}, queues of {} samples, {} back-pressure, emit {}, sink: {}",
-        f.workers, f.batch, f.queue, f.backpressure, f.emit, f.sink
-    );
+    if f.source_mode == "routed" {
+        println!(
+            "  source on its own thread: {} workers, batches of {}, queues of {} samples, {} \
+             back-pressure, emit {}, sink: {}",
+            f.workers, f.batch, f.queue, f.backpressure, f.emit, f.sink
+        );
+    } else {
+        println!(
+            "  source split by stream, a part on each of {} workers (no queue), batches of {}, \
+             emit {}, sink: {}",
+            f.workers, f.batch, f.emit, f.sink
+        );
+    }
+    if f.round_ratios.len() > 1 {
+        println!(
+            "{} rounds (pipeline, then raw); the figures are the round with the median ratio",
+            f.round_ratios.len()
+        );
+    }
     println!(
         "pipeline: {} samples in {:.2} s (start to drained): {}samples/s, {}windows/s, {} records",
         f.samples,
@@ -665,7 +742,13 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
         cpu(f.cpu_us_per_sample),
         cpu(f.raw_cpu_us_per_sample)
     );
-    println!("pipeline / raw (samples/s): {:.3}", f.ratio);
+    let ratios: Vec<String> = f.round_ratios.iter().map(|r| format!("{r:.3}")).collect();
+    println!(
+        "pipeline / raw (samples/s): {:.3}, the median of {} round(s): {}",
+        f.ratio,
+        f.round_ratios.len(),
+        ratios.join(" ")
+    );
     let opt_rate = |x: Option<f64>| x.map_or_else(|| "n/a ".to_owned(), rate);
     println!(
         "steady state (after each stream's first {} samples): pipeline {}samples/s, raw \

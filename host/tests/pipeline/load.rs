@@ -11,35 +11,47 @@ use crate::common::{by_stream, calibrated, reference, sample, within};
 /// machine running the tests may be loaded.
 #[test]
 fn bench_pipeline_accounts_for_every_sample() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sensorae"))
-        .args(["bench", "pipeline", "--streams", "200", "--seconds", "1"])
-        .arg("--json")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    let int = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
-    let num = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
-    assert_eq!(int("dropped"), 0, "{v}");
-    assert_eq!(int("lost"), 0, "{v}");
-    assert_eq!(int("faulted"), 0, "{v}");
-    assert!(num("samples_per_s") > 0.0, "{v}");
-    assert!(num("raw_samples_per_s") > 0.0, "{v}");
-    assert!(num("ratio") > 0.0, "{v}");
-    assert_eq!(int("streams"), 200);
-    assert_eq!(int("hop"), int("window"), "hop defaults to the window");
-    // Every stream is past its first window, and with hop = window a stream scores one window
-    // per 16 samples (give or take the partial round at the stop).
-    let (samples, windows) = (int("samples"), int("windows"));
-    assert!(samples >= 200 * 16, "{v}");
-    assert!(windows.abs_diff(samples / 16) <= 200, "{v}");
-    // `--emit scored` and no faults: one record per window.
-    assert_eq!(int("records"), windows, "{v}");
+    for (mode, flags) in [("on-workers", &[][..]), ("routed", &["--routed"][..])] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sensorae"))
+            .args(["bench", "pipeline", "--streams", "200", "--seconds", "1"])
+            .args(["--rounds", "2", "--json"])
+            .args(flags)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        let int = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
+        let num = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+        assert_eq!(v["source_mode"], mode, "{v}");
+        assert_eq!(int("dropped"), 0, "{v}");
+        assert_eq!(int("lost"), 0, "{v}");
+        assert_eq!(int("faulted"), 0, "{v}");
+        assert!(num("samples_per_s") > 0.0, "{v}");
+        assert!(num("raw_samples_per_s") > 0.0, "{v}");
+        // The reported ratio is one of the two rounds' (the median of two is the upper one).
+        let rounds: Vec<f64> = v["round_ratios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_f64().unwrap())
+            .collect();
+        assert_eq!(rounds.len(), 2, "{v}");
+        assert_eq!(num("ratio"), rounds[0].max(rounds[1]), "{v}");
+        assert_eq!(int("streams"), 200);
+        assert_eq!(int("hop"), int("window"), "hop defaults to the window");
+        // Every stream is past its first window, and with hop = window a stream scores one
+        // window per 16 samples (give or take the partial round at the stop).
+        let (samples, windows) = (int("samples"), int("windows"));
+        assert!(samples >= 200 * 16, "{v}");
+        assert!(windows.abs_diff(samples / 16) <= 200, "{v}");
+        // `--emit scored` and no faults: one record per window.
+        assert_eq!(int("records"), windows, "{v}");
+    }
 }
 
 /// Pushes one stream three ways: by name with an owned vector, by name with a slice, and by
