@@ -267,13 +267,13 @@ pub(crate) struct Shared {
 /// Sources should flush before they wait for input, so samples do not sit in a batch.
 ///
 /// A router given to a part of a split source ([`Source::split`](super::Source::split)) runs on
-/// that part's worker and scores each full batch there, with no queue in between.
+/// that part's worker and scores each sample there as it is pushed, with no queue in between.
 #[derive(Debug)]
 pub struct Router {
     queues: Vec<Sender<Batch>>,
     /// Receiver ends, kept only for drop-oldest.
     drains: Vec<Receiver<Batch>>,
-    /// One per worker; one in all for a router on its worker.
+    /// One per worker; none for a router on its worker.
     buffers: Vec<Batch>,
     /// Workers the streams are partitioned over.
     workers: usize,
