@@ -103,6 +103,14 @@ impl Interner {
         id
     }
 
+    /// How many ids have been handed out.
+    pub(crate) fn len(&self) -> usize {
+        self.names
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// The name of an interned id.
     pub(crate) fn name(&self, id: u32) -> Option<Arc<str>> {
         self.names

@@ -223,7 +223,10 @@ impl Scorer {
     fn first_sight(&mut self, stream: u32) {
         let index = stream as usize;
         if index >= self.slots.len() {
-            self.slots.resize_with(index + 1, || Slot::Unknown);
+            // Room for every id interned so far, at once, rather than a reallocation for each
+            // new stream while its detectors are being allocated.
+            let room = (index + 1).max(self.shared.interner.len());
+            self.slots.resize_with(room, || Slot::Unknown);
         }
         if matches!(self.slots.get(index), Some(Slot::Unknown)) {
             let resolved = self.resolve(stream);
