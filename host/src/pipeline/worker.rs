@@ -283,38 +283,37 @@ impl Scorer {
         }
         let verdict = detector.push(values);
         let was = *alarm;
-        let status = match verdict.status {
+        let (status, now) = match verdict.status {
             Status::WarmingUp { .. } => {
                 tally.warming += 1;
-                *alarm = false;
-                RecordStatus::Warming
+                (RecordStatus::Warming, false)
             }
             Status::Normal(s) => {
                 tally.scored += 1;
                 tally.windows += u64::from(s.fresh);
-                *alarm = false;
-                RecordStatus::Normal
+                (RecordStatus::Normal, false)
             }
             Status::Anomalous { score, onset } => {
                 tally.scored += 1;
                 tally.windows += u64::from(score.fresh);
                 tally.alarms += u64::from(onset);
-                *alarm = true;
-                RecordStatus::Anomalous
+                (RecordStatus::Anomalous, true)
             }
             Status::Fault(f) => {
                 tally.faulted += 1;
-                if f.reset {
-                    *alarm = false;
-                }
-                RecordStatus::Fault
+                (RecordStatus::Fault, was && !f.reset)
             }
         };
-        let event = match (was, *alarm) {
+        let event = match (was, now) {
             (false, true) => Some(AlarmEvent::On),
             (true, false) => Some(AlarmEvent::Off),
             _ => None,
         };
+        // Written only on a change: the slots stay clean in the cache between alarms, so
+        // scoring a round of streams does not write every slot's line back.
+        if event.is_some() {
+            *alarm = now;
+        }
         let score = verdict.score();
         let fresh = score.is_some_and(|s| s.fresh);
         let keep = match self.emit {
