@@ -105,22 +105,26 @@
 //!
 //! # Measured
 //! With the source split over the workers (the default since 2026-12-03), `sensorae bench
-//! pipeline --streams 10000 --channels 8 --seconds 10` on the otherwise idle 2-core machine, 5
-//! runs of 3 or 5 rounds (each round the pipeline and then the raw scoring of the same samples),
-//! 21 rounds in all: pipeline / raw **0.895** (median; 0.60-1.10, this VM's speed drifts within
-//! seconds); 21.6-24.2 M samples/s and 1.35-1.51 M windows/s through the pipeline, latency p50
-//! 2-3 us and p99 45-49 us (per lot of 64 samples, no queueing left), peak memory 32 MiB after
-//! 3 rounds, nothing dropped or lost. Steady-state CPU per sample of the median rounds: workers
-//! 0.080-0.088 us against 0.068-0.084 us raw (ratio 0.83-0.98, median 0.87); what the workers
-//! add is the per-sample verdict accounting (status, counters, alarm events) that raw scoring
-//! skips, about 5 % of all cycles in `perf` (`Scorer::score_one`, `Router::push_key`, clock
-//! reads), plus one record per window for the sink thread (0.001-0.002 us per sample; with
-//! `--emit alarms`, no records, the ratio is the same within the noise). So the goal of
-//! within 10 % of raw is met by the median rate but not reliably. The same command with
-//! `--routed` (the source on its own thread through the queues, as before), 6 rounds: 0.51-0.67
-//! (median 0.58), 15.1-17.0 M samples/s, p50 3.9-4.2 ms and p99 9-12 ms of queueing, workers
-//! 0.092-0.103 us and the source 0.012-0.014 us per sample. Sources that cannot split (stdin,
-//! MQTT, long-format files) still pay that: the figures below are theirs.
+//! pipeline --streams 10000 --channels 8 --seconds 10` on the otherwise idle 2-core machine,
+//! 8 runs of 3 or 5 rounds (each round the pipeline and then the raw scoring of the same
+//! samples), 36 rounds in all over two hours: pipeline / raw **0.82** (median; rounds 0.58-1.10,
+//! run medians 0.70-0.96). The first 21 rounds, while the machine was faster (raw steady-state
+//! CPU 0.068-0.084 us per sample), gave a median of 0.895; the last 15, after the alarm-bit
+//! change below but with raw at 0.064-0.107 us, 0.76: this VM's speed drifts within seconds and
+//! the pipeline seems to lose more of it than raw scoring. 14.8-24.2 M samples/s and 0.92-1.51 M
+//! windows/s through the pipeline, latency p50 2-4 us and p99 45-82 us (per lot of 64 samples,
+//! no queueing left), peak memory 32 MiB after 3 rounds, nothing dropped or lost. What the
+//! workers add to raw scoring is the per-sample verdict accounting (status, counters, alarm
+//! events, a record per window): a build that only pushed and counted windows measured 0.93 and
+//! 0.98 against 0.88 and 0.89 for the full one (4 alternating runs of 4 rounds of 6 s), and
+//! `perf` puts `Scorer::score_one`, `Router::push_key` and the clock reads at about 5 % of all
+//! cycles. Writing a stream's alarm bit only when it changes (it dirtied every slot's line each
+//! round) is the one change of it kept. So the within-10 % goal is not met reliably here. The
+//! same command with `--routed` (the source on its own thread through the queues, as before), 6
+//! rounds in the faster period: 0.51-0.67 (median 0.58), 15.1-17.0 M samples/s, p50 3.9-4.2 ms
+//! and p99 9-12 ms of queueing, workers 0.092-0.103 us and the source 0.012-0.014 us per
+//! sample. Sources that cannot split (stdin, MQTT, long-format files) still pay that: the
+//! figures below are theirs.
 //!
 //! Re-measured later on 2026-12-02, same command, after the core's push-side changes for the
 //! Cortex-M (1.03-1.10x faster scoring on hosts): 10.4-12.0 M samples/s through the pipeline
