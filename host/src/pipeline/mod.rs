@@ -425,113 +425,43 @@ impl Builder {
         });
         let registry = Arc::new(Registry::default());
         let (sink_tx, sink_rx) = crossbeam_channel::bounded::<Vec<Record>>(4 * self.workers + 4);
+        let emit = self.emit;
+        #[cfg(test)]
+        let fail_after = self.fail_worker_after;
         let scorer = |id: usize| {
             Scorer::new(
                 id,
                 sink_tx.clone(),
                 registry.register(),
                 Arc::clone(&shared),
-                self.emit,
+                emit,
                 #[cfg(test)]
-                self.fail_worker_after,
+                fail_after,
             )
         };
-        let mut receivers = Vec::new();
-        let mut workers = Vec::new();
-        let mut sources = Vec::new();
+        let start = Start {
+            scorer: &scorer,
+            registry: &registry,
+            shared: &shared,
+            workers: self.workers,
+            batch: self.batch,
+        };
         let parts_running = Arc::new(AtomicUsize::new(0));
-        match parts {
+        let (workers, sources, receivers) = match parts {
             Some((name, parts)) => {
-                parts_running.store(parts.len(), Ordering::SeqCst);
-                for (id, part) in parts.into_iter().enumerate() {
-                    let router = Router::on_worker(
-                        scorer(id),
-                        self.workers,
-                        self.batch,
-                        registry.register(),
-                        Arc::clone(&shared),
-                    );
-                    let (sh, running, name) = (
-                        Arc::clone(&shared),
-                        Arc::clone(&parts_running),
-                        name.clone(),
-                    );
-                    workers.push(spawn(
-                        &format!("pipeline-worker-{id}"),
-                        &shared,
-                        move || {
-                            let r = run_part(part, router, &name);
-                            running.fetch_sub(1, Ordering::SeqCst);
-                            if r.is_err() {
-                                sh.failed.store(true, Ordering::SeqCst);
-                            }
-                            r
-                        },
-                    )?);
-                }
+                let workers = spawn_parts(&start, parts, &name, &parts_running)?;
+                (workers, Vec::new(), Vec::new())
             }
             None => {
-                let batches = self.queue.div_ceil(self.batch).max(1);
-                let mut senders = Vec::new();
-                for id in 0..self.workers {
-                    let (tx, rx) = crossbeam_channel::bounded::<Batch>(batches);
-                    let worker = Worker {
-                        input: rx.clone(),
-                        scorer: scorer(id),
-                    };
-                    let sh = Arc::clone(&shared);
-                    workers.push(spawn(
-                        &format!("pipeline-worker-{id}"),
-                        &shared,
-                        move || {
-                            let r = worker.run();
-                            if r.is_err() {
-                                sh.failed.store(true, Ordering::SeqCst);
-                            }
-                            r
-                        },
-                    )?);
-                    senders.push(tx);
-                    receivers.push(rx);
-                }
-                for (i, mut source) in core::mem::take(&mut self.sources).into_iter().enumerate() {
-                    let name = source.describe();
-                    let drains = match self.backpressure {
-                        Backpressure::Block => Vec::new(),
-                        Backpressure::DropOldest => receivers.clone(),
-                    };
-                    let mut router = Router::new(
-                        senders.clone(),
-                        drains,
-                        self.batch,
-                        registry.register(),
-                        Arc::clone(&shared),
-                    );
-                    let sh = Arc::clone(&shared);
-                    let handle = spawn(&format!("pipeline-source-{i}"), &shared, move || {
-                        let r = source.run(&mut router);
-                        // Whatever was read still goes to the workers, also after an error.
-                        let flushed = router.flush();
-                        let r = r.and(flushed);
-                        if r.is_err() {
-                            sh.failed.store(true, Ordering::SeqCst);
-                        }
-                        r
-                    })?;
-                    sources.push((name, handle));
-                }
+                let r = spawn_routed(&start, self.sources, self.queue, self.backpressure)?;
+                (r.workers, r.sources, r.queues)
             }
-        }
-        drop(sink_tx);
+        };
+        // The sink thread ends when the workers' senders and this one (at return) are gone.
         let mut sinks = self.sinks;
         let sink_input = sink_rx.clone();
-        let sh = Arc::clone(&shared);
         let sink = spawn("pipeline-sink", &shared, move || {
-            let r = run_sinks(&mut sinks, &sink_input);
-            if r.is_err() {
-                sh.failed.store(true, Ordering::SeqCst);
-            }
-            r
+            run_sinks(&mut sinks, &sink_input)
         })?;
         let done = Arc::new(AtomicBool::new(false));
         let probe = Probe {
@@ -604,6 +534,127 @@ impl Builder {
     }
 }
 
+/// A worker's thread, with what it returns: the streams no model matched.
+type WorkerHandle = JoinHandle<Result<Vec<String>, PipelineError>>;
+/// A source's description and thread.
+type SourceHandle = (String, JoinHandle<Result<(), PipelineError>>);
+
+/// The threads and queues [`spawn_routed`] started.
+struct Routed {
+    workers: Vec<WorkerHandle>,
+    sources: Vec<SourceHandle>,
+    /// The workers' queues, for the metrics.
+    queues: Vec<Receiver<Batch>>,
+}
+
+/// What starting the workers needs from [`Builder::start`].
+struct Start<'a> {
+    /// Worker `id`'s scoring state.
+    scorer: &'a dyn Fn(usize) -> Scorer,
+    registry: &'a Registry,
+    shared: &'a Arc<Shared>,
+    workers: usize,
+    batch: usize,
+}
+
+/// Starts one worker per part of the split source `name`, each reading its part and scoring
+/// what it reads; `running` counts the parts still reading.
+fn spawn_parts(
+    start: &Start<'_>,
+    parts: Vec<Box<dyn Source>>,
+    name: &str,
+    running: &Arc<AtomicUsize>,
+) -> Result<Vec<WorkerHandle>, PipelineError> {
+    let Start {
+        scorer,
+        registry,
+        shared,
+        workers: count,
+        batch,
+    } = *start;
+    running.store(parts.len(), Ordering::SeqCst);
+    let mut workers = Vec::new();
+    for (id, part) in parts.into_iter().enumerate() {
+        let router = Router::on_worker(
+            scorer(id),
+            count,
+            batch,
+            registry.register(),
+            Arc::clone(shared),
+        );
+        let (running, name) = (Arc::clone(running), name.to_owned());
+        workers.push(spawn(
+            &format!("pipeline-worker-{id}"),
+            shared,
+            move || {
+                let r = run_part(part, router, &name);
+                running.fetch_sub(1, Ordering::SeqCst);
+                r
+            },
+        )?);
+    }
+    Ok(workers)
+}
+
+/// Starts the workers, each fed by a bounded queue, and a thread per source feeding them.
+fn spawn_routed(
+    start: &Start<'_>,
+    sources: Vec<Box<dyn Source>>,
+    queue: usize,
+    backpressure: Backpressure,
+) -> Result<Routed, PipelineError> {
+    let Start {
+        scorer,
+        registry,
+        shared,
+        workers: count,
+        batch,
+    } = *start;
+    let batches = queue.div_ceil(batch).max(1);
+    let (mut workers, mut senders, mut receivers) = (Vec::new(), Vec::new(), Vec::new());
+    for id in 0..count {
+        let (tx, rx) = crossbeam_channel::bounded::<Batch>(batches);
+        let worker = Worker {
+            input: rx.clone(),
+            scorer: scorer(id),
+        };
+        workers.push(spawn(
+            &format!("pipeline-worker-{id}"),
+            shared,
+            move || worker.run(),
+        )?);
+        senders.push(tx);
+        receivers.push(rx);
+    }
+    let mut handles = Vec::new();
+    for (i, mut source) in sources.into_iter().enumerate() {
+        let name = source.describe();
+        let drains = match backpressure {
+            Backpressure::Block => Vec::new(),
+            Backpressure::DropOldest => receivers.clone(),
+        };
+        let mut router = Router::new(
+            senders.clone(),
+            drains,
+            batch,
+            registry.register(),
+            Arc::clone(shared),
+        );
+        let handle = spawn(&format!("pipeline-source-{i}"), shared, move || {
+            let r = source.run(&mut router);
+            // Whatever was read still goes to the workers, also after an error.
+            let flushed = router.flush();
+            r.and(flushed)
+        })?;
+        handles.push((name, handle));
+    }
+    Ok(Routed {
+        workers,
+        sources: handles,
+        queues: receivers,
+    })
+}
+
 /// Runs a source part on its worker's thread, scoring as it reads; then flushes and hands the
 /// last records to the sink. A read error is reported as the source's (named `name`).
 fn run_part(
@@ -641,18 +692,23 @@ impl Drop for PanicGuard {
     }
 }
 
-/// Spawns a named thread; a failure to spawn stops what was already started.
+/// Spawns a named pipeline thread. When it returns an error (or panics) it raises the shared
+/// failure flag, so that the other threads stop waiting on it; a failure to spawn stops what
+/// was already started.
 fn spawn<T: Send + 'static>(
     name: &str,
     shared: &Arc<Shared>,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<JoinHandle<T>, PipelineError> {
+    f: impl FnOnce() -> Result<T, PipelineError> + Send + 'static,
+) -> Result<JoinHandle<Result<T, PipelineError>>, PipelineError> {
     let guard = PanicGuard(Arc::clone(shared));
     thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
-            let _guard = guard;
-            f()
+            let r = f();
+            if r.is_err() {
+                guard.0.failed.store(true, Ordering::SeqCst);
+            }
+            r
         })
         .map_err(|e| {
             shared.failed.store(true, Ordering::SeqCst);
