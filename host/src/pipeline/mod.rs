@@ -123,7 +123,7 @@
 //! ratio was checked with a build that also scored 40 M samples raw *before* each pipeline
 //! run (10 rounds of 2 s): raw before 23.3 M samples/s, raw after 23.4 M (means), pipeline 21.0
 //! M, so no order bias and a ratio of 0.90 by means (0.88 by medians); `--seconds 2 --rounds
-//! 15` gave medians of 0.81 and 0.86. In `perf`, the detector's own `push_inner` takes 0.77 to
+//! 15` gave medians of 0.81 and 0.86. In `perf`, the detector's own `push_inner` takes 0.87 to
 //! 1.34 times its raw share in the pipeline phase from one profile to the next, so most of the
 //! spread is the memory the scoring waits on, not the pipeline's code. So the within-10 % goal
 //! is not met reliably here. The
