@@ -426,9 +426,14 @@ impl Builder {
             failed: AtomicBool::new(false),
             models: self.models,
             interner: router::Interner::default(),
-            lanes: (0..self.workers)
-                .map(|_| router::Lane::new(self.queue.div_ceil(self.batch).max(1)))
-                .collect(),
+            // Parts on the workers have no queues, so no lanes back to a source.
+            lanes: if parts.is_some() {
+                Vec::new()
+            } else {
+                (0..self.workers)
+                    .map(|_| router::Lane::new(self.queue.div_ceil(self.batch).max(1)))
+                    .collect()
+            },
         });
         let registry = Arc::new(Registry::default());
         let (sink_tx, sink_rx) = crossbeam_channel::bounded::<Vec<Record>>(4 * self.workers + 4);
@@ -572,27 +577,20 @@ fn spawn_parts(
     name: &str,
     running: &Arc<AtomicUsize>,
 ) -> Result<Vec<WorkerHandle>, PipelineError> {
-    let Start {
-        scorer,
-        registry,
-        shared,
-        workers: count,
-        batch,
-    } = *start;
     running.store(parts.len(), Ordering::SeqCst);
     let mut workers = Vec::new();
     for (id, part) in parts.into_iter().enumerate() {
         let router = Router::on_worker(
-            scorer(id),
-            count,
-            batch,
-            registry.register(),
-            Arc::clone(shared),
+            (start.scorer)(id),
+            start.workers,
+            start.batch,
+            start.registry.register(),
+            Arc::clone(start.shared),
         );
         let (running, name) = (Arc::clone(running), name.to_owned());
         workers.push(spawn(
             &format!("pipeline-worker-{id}"),
-            shared,
+            start.shared,
             move || {
                 let r = run_part(part, router, &name);
                 running.fetch_sub(1, Ordering::SeqCst);
@@ -610,24 +608,17 @@ fn spawn_routed(
     queue: usize,
     backpressure: Backpressure,
 ) -> Result<Routed, PipelineError> {
-    let Start {
-        scorer,
-        registry,
-        shared,
-        workers: count,
-        batch,
-    } = *start;
-    let batches = queue.div_ceil(batch).max(1);
+    let batches = queue.div_ceil(start.batch).max(1);
     let (mut workers, mut senders, mut receivers) = (Vec::new(), Vec::new(), Vec::new());
-    for id in 0..count {
+    for id in 0..start.workers {
         let (tx, rx) = crossbeam_channel::bounded::<Batch>(batches);
         let worker = Worker {
             input: rx.clone(),
-            scorer: scorer(id),
+            scorer: (start.scorer)(id),
         };
         workers.push(spawn(
             &format!("pipeline-worker-{id}"),
-            shared,
+            start.shared,
             move || worker.run(),
         )?);
         senders.push(tx);
@@ -643,11 +634,11 @@ fn spawn_routed(
         let mut router = Router::new(
             senders.clone(),
             drains,
-            batch,
-            registry.register(),
-            Arc::clone(shared),
+            start.batch,
+            start.registry.register(),
+            Arc::clone(start.shared),
         );
-        let handle = spawn(&format!("pipeline-source-{i}"), shared, move || {
+        let handle = spawn(&format!("pipeline-source-{i}"), start.shared, move || {
             let r = source.run(&mut router);
             // Whatever was read still goes to the workers, also after an error.
             let flushed = router.flush();
