@@ -7,14 +7,14 @@ use sensorae_host::pipeline::{Builder, MemorySink, ModelMap, PipelineError, Rout
 use crate::common::{by_stream, calibrated, reference, sample, within};
 
 /// A short run accounts for every sample: nothing dropped under blocking back-pressure, nothing
-/// lost, one record per scored window, and both rates reported. No timing thresholds: the
-/// machine running the tests may be loaded.
+/// lost, one record per scored window, and both rates reported for each turn. No timing
+/// thresholds: the machine running the tests may be loaded.
 #[test]
 fn bench_pipeline_accounts_for_every_sample() {
     for (mode, flags) in [("on-workers", &[][..]), ("routed", &["--routed"][..])] {
         let out = Command::new(env!("CARGO_BIN_EXE_sensorae"))
             .args(["bench", "pipeline", "--streams", "200", "--seconds", "1"])
-            .args(["--rounds", "2", "--json"])
+            .args(["--turn", "0.5", "--json"])
             .args(flags)
             .output()
             .unwrap();
@@ -33,21 +33,26 @@ fn bench_pipeline_accounts_for_every_sample() {
         assert_eq!(int("faulted"), 0, "{v}");
         assert!(num("samples_per_s") > 0.0, "{v}");
         assert!(num("raw_samples_per_s") > 0.0, "{v}");
-        // The reported ratio is one of the two rounds' (the median of two is the upper one).
-        let rounds: Vec<f64> = v["round_ratios"]
+        // Two turns each; the reported ratio is the median of the two turns' (the upper one).
+        let turns: Vec<f64> = v["turn_ratios"]
             .as_array()
             .unwrap()
             .iter()
             .map(|r| r.as_f64().unwrap())
             .collect();
-        assert_eq!(rounds.len(), 2, "{v}");
-        assert_eq!(num("ratio"), rounds[0].max(rounds[1]), "{v}");
+        assert_eq!(turns.len(), 2, "{v}");
+        assert_eq!(int("turns"), 2, "{v}");
+        assert_eq!(num("ratio"), turns[0].max(turns[1]), "{v}");
+        assert!(turns.iter().all(|r| *r > 0.0), "{v}");
+        // The turns add up to the pipeline's time (each turn lasts at least its length).
+        assert!(num("pipeline_s") >= 1.0, "{v}");
         assert_eq!(int("streams"), 200);
         assert_eq!(int("hop"), int("window"), "hop defaults to the window");
-        // Every stream is past its first window, and with hop = window a stream scores one
-        // window per 16 samples (give or take the partial round at the stop).
+        // Every stream is past its first windows (the warm-up is two windows of each), and with
+        // hop = window a stream scores one window per 16 samples (give or take its last, partial
+        // window).
         let (samples, windows) = (int("samples"), int("windows"));
-        assert!(samples >= 200 * 16, "{v}");
+        assert!(samples >= 200 * 32, "{v}");
         assert!(windows.abs_diff(samples / 16) <= 200, "{v}");
         // `--emit scored` and no faults: one record per window.
         assert_eq!(int("records"), windows, "{v}");
