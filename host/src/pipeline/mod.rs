@@ -104,128 +104,25 @@
 //!   unless the new owner's persistent session already existed.
 //!
 //! # Measured
-//! With the source split over the workers (the default since 2026-12-03), `sensorae bench
-//! pipeline --streams 10000 --channels 8 --seconds 10` on the otherwise idle 2-core machine,
-//! 8 runs of 3 or 5 rounds (each round the pipeline and then the raw scoring of the same
-//! samples), 36 rounds in all over two hours: pipeline / raw **0.82** (median; rounds 0.58-1.10,
-//! run medians 0.70-0.96). The first 21 rounds, while the machine was faster (raw steady-state
-//! CPU 0.068-0.084 us per sample), gave a median of 0.895; the last 15, after the alarm-bit
-//! change below but with raw at 0.064-0.107 us, 0.76: this VM's speed drifts within seconds and
-//! the pipeline seems to lose more of it than raw scoring. 14.8-24.2 M samples/s and 0.92-1.51 M
-//! windows/s through the pipeline, latency p50 2-4 us and p99 45-82 us (per lot of 64 samples,
-//! no queueing left), peak memory 32 MiB after 3 rounds, nothing dropped or lost. What the
-//! workers add to raw scoring is the per-sample verdict accounting (status, counters, alarm
-//! events, a record per window): a build that only pushed and counted windows measured 0.93 and
-//! 0.98 against 0.88 and 0.89 for the full one (4 alternating runs of 4 rounds of 6 s), and
-//! `perf` puts `Scorer::score_one`, `Router::push_key` and the clock reads at about 5 % of all
-//! cycles. Writing a stream's alarm bit only when it changes (it dirtied every slot's line each
-//! round) is the one change of it kept. Whether running raw after the pipeline biases the
-//! ratio was checked with a build that also scored 40 M samples raw *before* each pipeline
-//! run (10 rounds of 2 s): raw before 23.3 M samples/s, raw after 23.4 M (means), pipeline 21.0
-//! M, so no order bias and a ratio of 0.90 by means (0.88 by medians); `--seconds 2 --rounds
-//! 15` gave medians of 0.81 and 0.86. In `perf`, the detector's own `push_inner` takes 0.87 to
-//! 1.34 times its raw share in the pipeline phase from one profile to the next, so most of the
-//! spread is the memory the scoring waits on, not the pipeline's code. So the within-10 % goal
-//! is not met reliably here. The
-//! same command with `--routed` (the source on its own thread through the queues, as before), 6
-//! rounds in the faster period: 0.51-0.67 (median 0.58), 15.1-17.0 M samples/s, p50 3.9-4.2 ms
-//! and p99 9-12 ms of queueing, workers 0.092-0.103 us and the source 0.012-0.014 us per
-//! sample. Sources that cannot split (stdin, MQTT, long-format files) still pay that: the
-//! figures below are theirs.
+//! `sensorae bench pipeline --streams 10000 --channels 8 --seconds 10` (the reference model,
+//! hop = window, 2 workers with the source split over them, a counting sink, a record per
+//! window; the pipeline and raw scoring take 1-s turns in one process, each pipeline turn
+//! compared with the raw turn after it), 5 runs on the otherwise idle 2-core machine on
+//! 2026-12-03: pipeline / raw **0.82** (run medians 0.77-0.86; all 50 turns: median 0.80,
+//! quartiles 0.73-0.87, range 0.56-1.02); 15.4-21.4 M samples/s and 0.96-1.34 M windows/s
+//! through the pipeline against 18.6-27.6 M raw; latency p50 3-4 us, p99 53-82 us; peak memory
+//! 31 MiB for 10,000 streams; nothing dropped or lost. Without records (`--emit alarms`):
+//! 0.84-0.90 (3 runs). With the source on its own thread (`--routed`, the path of stdin, MQTT
+//! and long-format files): 0.56 and 0.61, 11.8-14.2 M samples/s, p99 13-15 ms of queueing.
 //!
-//! Re-measured later on 2026-12-02, same command, after the core's push-side changes for the
-//! Cortex-M (1.03-1.10x faster scoring on hosts): 10.4-12.0 M samples/s through the pipeline
-//! (5 runs), raw 25.2-25.7 M, pipeline / raw **0.41-0.47**; steady-state CPU per sample: workers
-//! 0.113-0.118 us against 0.076-0.078 us raw, the source **0.046-0.056 us**, the sink 0.002 us.
-//! The build from before those changes (aca0513) gives the same on the same machine in
-//! alternating runs (0.446 / 0.406 against 0.411 / 0.412, source 0.040-0.054 us), so the drop
-//! from 0.62 is the VM, not the code: scoring on one core got faster (raw 21.5 -> 25.5 M) and
-//! the source thread's CPU per sample tripled with the same code. `perf record` of a 6 s run:
-//! `Router::push_key` (a copy of 32 bytes and a 16-byte entry into the batch) takes 17 % of all
-//! cycles, nearly all of it on the instructions right after its stores, i.e. waiting for stores
-//! to complete: consistent with every batch line having to be taken back from the worker core
-//! that read it last. Batches of 512 or 2,048 samples instead of 64: 0.42 / 0.43 (source
-//! 0.046 us), so that cost is per sample, not per batch. Entries of 8 bytes instead of 24
-//! (sequence numbers in a side vector only for batches that have them), so 40 bytes cross per
-//! sample instead of 56: ratio 0.440 against 0.423 (medians of 3 alternating runs), within the
-//! noise; not kept.
-//!
-//! Earlier that day: final build of 2026-12-02 (the core's `push` now runs its kernel compiled for AVX2, so the
-//! reference model scores about 1.4x faster than in the figures below), same command, 3 runs on
-//! the idle 2-core machine: **13.3 M samples/s** (13.0-13.8) through the pipeline, 833 k
-//! windows/s, p50 4.7 ms and p99 12.6-13.6 ms of queueing, peak memory 37 MiB, nothing dropped or
-//! lost; raw scoring 21.5 M (17.9-22.2), so pipeline / raw **0.62** (0.59-0.77). Steady-state CPU
-//! per sample: workers 0.115 us (0.114-0.117) against 0.086-0.108 us for the raw threads, the
-//! source 0.015 us, the sink 0.002 us. The within-10 % goal is further away than before, not
-//! because the pipeline got slower (it is 2.4x faster) but because the scoring it is compared
-//! with got cheaper while the cost of moving a sample between threads did not: a sample is
-//! about 56 bytes (values and entry) written on the source's core and read on a worker's, which
-//! with the source's own work is 0.03-0.05 us per sample against 0.09 us of scoring. With
-//! `--workers 1` (the source gets the other core) the ratio is 0.58 / 0.86 / 0.74 (4.5-5.0 M
-//! samples/s against 5.9-8.4 M raw on one thread; the one worker then holds all 10,000 streams'
-//! state: 0.20 us per sample against 0.12-0.17 us raw). The 2 M samples/s goal holds with room.
-//!
-//! Before that, `sensorae bench pipeline --streams 10000 --channels 8 --seconds 10` with the current
-//! defaults (queues of [`DEFAULT_QUEUE`] samples, batches of 64, sources woken by the worker at
-//! half queue, emptied batches reused, no division per routed sample, per-worker channel
-//! names), 3 runs on the otherwise idle 2-core machine: 5.48 M samples/s (5.31-6.10) through
-//! the pipeline, raw 6.77 M (6.36-8.28), pipeline / raw 0.79 (0.66-0.96); p50 12.6 ms and p99
-//! 27 ms (queueing under full load), peak memory 37 MiB, nothing dropped or lost. The rates of
-//! this VM drift by 2x over the day (an hour earlier the same build did 6.5-9.6 M through the
-//! pipeline), so compare within a run. The bench prints steady-state CPU per sample by kind of
-//! thread: workers 0.306 us (0.270-0.320) against 0.286 us for the raw threads, the source
-//! 0.023 us, the sink 0.003 us. With `--workers 1` (the source and sink get the other core) the
-//! pipeline matches raw scoring on one thread (ratios 1.21, 0.73, 1.03). The within-10 % goal
-//! with 2 workers on 2 cores is still missed: callgrind counts ~14 % more instructions in all,
-//! the rest is the cache and scheduling cost of a third busy thread on two cores. Queue size was
-//! the largest lever (4 Ki samples: 5.0-5.6 M samples/s; 128 Ki: 6.8-7.1 M, in one sitting).
-//!
-//! Earlier, with queues of 4096 samples (the reference model, C = 8, W = 16, H = 32, Z = 8,
-//! hop = window; 2 workers, batches of 64, blocking back-pressure, a counting sink, a record
-//! per window), median of 5 runs on the 2-core
-//! development machine while other builds kept its load average near 4 (figures in brackets:
-//! the range of the 5 runs):
-//! - 1.62 M samples/s (1.41-2.60), 101 k windows/s, start to drained; no sample dropped or lost;
-//! - the same samples scored by 2 threads calling `DynDetector::push` directly: 2.23 M
-//!   samples/s (1.91-3.53); pipeline / raw 0.71 (0.63-0.90), the same in steady state (after
-//!   each stream's first 32 samples);
-//! - CPU time per sample, which the other load distorts less: 0.66 us through the pipeline,
-//!   0.49 us raw (steady state 0.64 and 0.48). In a profile taken at a quieter moment (3.2 M
-//!   against 3.6 M samples/s in steady state) the workers' scoring costs what raw scoring costs,
-//!   and the source, the sink, the worker loop and the kernel add about 12%; under load the gap
-//!   grows (a third more CPU per sample here), as the extra threads share the two cores with
-//!   everything else;
-//! - latency p50 1.0 ms, p99 38 ms: with blocking back-pressure the queues stay full, so this is
-//!   queueing time (plus descheduling on the loaded machine), timed per batch;
-//! - peak memory (VmHWM) 370 MiB: each stream's detector held its own copy of the model's 8,904
-//!   parameters (35.6 KB), 356 MB for 10,000 streams, so a scored window read its parameters
-//!   from DRAM (fixed since: the clones share them, see below);
-//! - with the weights shared between a model's per-stream detectors (the core's heap storage
-//!   keeps them behind an `Arc`; before, every stream copied 35.6 KB), same command, 3 runs at
-//!   load average 1.3-1.8: 7.13 M samples/s (5.27-7.89) through the pipeline, 14.3 M (8.5-15.3)
-//!   raw, pipeline / raw 0.55 (0.47-0.62), peak memory 31.8 MB instead of 370 MiB, CPU per
-//!   sample 0.24 us against 0.13 us raw, p50 0.29 ms, p99 5.2 ms, nothing dropped or lost. The
-//!   weights now stay in cache, which is most of the gain; the ratio goal (within 10 % of raw)
-//!   is still missed: per-sample routing and batching cost about as much as the scoring itself;
-//! - on the final build before that change, at a quiet moment (load average 1.6, 3 runs): 2.78 M
-//!   samples/s (2.30-3.03) through the pipeline, 4.88 M (3.95-5.36) raw, pipeline / raw 0.58
-//!   (0.52-0.62); CPU per sample 0.65 us against 0.40 us. The 2 M samples/s goal holds when the
-//!   machine is not shared; the within-10%-of-raw goal does not: with hop = window a sample costs
-//!   the raw path little more than a ring write, so the pipeline's per-sample bookkeeping
-//!   (routing, batching, a stream lookup) is the larger part;
-//! - before the flat batches (a `Vec` and an `Arc` clone per sample, two clock reads per sample,
-//!   a wake-up of the blocked source per batch, and the previous core): 0.49 M samples/s,
-//!   pipeline / raw 0.31-0.33.
-//!
-//! With `cargo bench -p sensorae-host --bench pipeline` (hop 1, 64 streams; measured before the
-//! flat batches, figures vary by about 30% with the load):
-//! - scoring: 2.5-3.7 us per sample on one thread;
-//! - the whole path without scoring (streams no model matches: source, routing, queue, worker
-//!   lookup): 0.2-0.35 us per sample with batches of 64-256, 0.6-0.9 us with batches of 1;
-//! - 2 workers: 210-260 thousand samples per second over 64 streams; SKAB's 34 files (37,401
-//!   rows) replay in about 0.4 s;
-//! - latency: p50 0.08 ms, p99 3 ms for paced replay; over MQTT on loopback p50 2-4 ms, which is
-//!   mostly the 5 ms batch linger ([`mqtt::MqttSource::linger`]).
+//! Where the rest goes (`perf` by thread, per sample, relative to raw scoring's total; 6
+//! profiles): the pipeline's own code 0.11-0.13 (`Scorer::score_one` 0.06-0.08: the stream's
+//! slot, status and counts, and each window's record with its two reference-counted names;
+//! `Router::push_key` 0.035-0.045; clock reads and the sink 0.02), and the detector's own
+//! `push_inner` costs 1.06-1.35 times what it costs raw beside it: it waits on memory (about
+//! 2.3 KB of state per stream, 23 MB for 10,000 streams). So the goal of coming within 10 % of
+//! raw scoring is not reached with a verdict per sample and a record per window. The history
+//! of these figures, and what was tried, is in `benches/README.md`.
 
 #![cfg_attr(
     not(test),
