@@ -293,11 +293,11 @@ pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
         .backpressure(Backpressure::Block)
         .emit(args.emit.emit())
         .sources_on_workers(!args.routed)
-        .source(Synthetic {
-            streams: names.iter().cloned().enumerate().collect(),
-            pool: Arc::clone(&pool),
-            gate: Arc::clone(&gate),
-        })
+        .source(Synthetic::new(
+            names.iter().cloned().enumerate().collect(),
+            Arc::clone(&pool),
+            Arc::clone(&gate),
+        ))
         .sink(sink.clone())
         .start()?;
     // Warm-up: every stream's detector created and past its first windows.
@@ -495,4 +495,85 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
         f.ratio_of_totals
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(streams: usize, routed: bool) -> PipelineArgs {
+        PipelineArgs {
+            streams,
+            channels: 4,
+            seconds: 1.0,
+            turn: 1.0,
+            workers: 2,
+            hop: None,
+            window: 8,
+            hidden: 8,
+            latent: 2,
+            batch: 16,
+            queue: 256,
+            emit: BenchEmit::Scored,
+            seed: 3,
+            routed,
+            json: true,
+        }
+    }
+
+    /// The instrument itself: while the gate is closed no sample enters and everything that
+    /// entered has a verdict; once it opens the source goes on; a stop ends parts waiting at it.
+    #[test]
+    fn the_gate_holds_the_source_and_the_pipeline_drains() {
+        for routed in [false, true] {
+            let a = args(50, routed);
+            let pool = Arc::new(Pool::new(usize::from(a.channels), a.seed));
+            let bytes = model(&a, a.window, &pool).unwrap();
+            let mut models = ModelMap::new();
+            models.add_bytes("*", "reference", &bytes).unwrap();
+            let gate = Arc::new(Gate::default());
+            let running = Builder::new(models)
+                .workers(a.workers)
+                .batch(a.batch)
+                .queue(a.queue)
+                .sources_on_workers(!routed)
+                .source(Synthetic::new(
+                    (0..a.streams).map(|s| (s, format!("s{s}"))).collect(),
+                    Arc::clone(&pool),
+                    Arc::clone(&gate),
+                ))
+                .sink(CountingSink::new())
+                .start()
+                .unwrap();
+            while running.metrics().samples_in < 10_000 {
+                thread::sleep(Duration::from_millis(1));
+            }
+            let held = pause(&running, &gate);
+            assert!(held.balanced(), "routed {routed}: {held}");
+            assert_eq!(verdicts(&held), held.samples_in);
+            thread::sleep(Duration::from_millis(50));
+            assert_eq!(
+                running.metrics().samples_in,
+                held.samples_in,
+                "routed {routed}"
+            );
+            let turn = pipeline_turn(&running, &gate, Duration::from_millis(20));
+            assert!(turn.samples > 0, "routed {routed}");
+            let after = running.metrics();
+            assert!(after.balanced(), "routed {routed}: {after}");
+            assert_eq!(after.samples_in, held.samples_in + turn.samples);
+            running.stop();
+            let report = running.wait().unwrap();
+            assert_eq!(report.metrics.samples_in, after.samples_in);
+            assert!(report.metrics.balanced());
+        }
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_upper_one() {
+        assert_eq!(median(&[]), 0.0);
+        assert_eq!(median(&[0.7]), 0.7);
+        assert_eq!(median(&[0.9, 0.7, 0.8]), 0.8);
+        assert_eq!(median(&[0.9, 0.7]), 0.9);
+    }
 }

@@ -56,7 +56,8 @@ pub(super) struct Gate {
     closed: AtomicBool,
     lock: Mutex<()>,
     opened: Condvar,
-    /// Parts of the source that have started.
+    /// Parts of the source that exist (counted from their making to their drop, so a part that
+    /// has not started yet is waited for, and one that has ended is not).
     parts: AtomicUsize,
     /// Parts waiting at the closed gate, their pushes flushed.
     waiting: AtomicUsize,
@@ -102,9 +103,27 @@ impl Gate {
 /// has it closed.
 pub(super) struct Synthetic {
     /// Each stream's index among all streams (its phase in the pool) and its id.
-    pub(super) streams: Vec<(usize, String)>,
-    pub(super) pool: Arc<Pool>,
-    pub(super) gate: Arc<Gate>,
+    streams: Vec<(usize, String)>,
+    pool: Arc<Pool>,
+    gate: Arc<Gate>,
+}
+
+impl Synthetic {
+    /// A source (or a part of one) of `streams`, counted by its gate until dropped.
+    pub(super) fn new(streams: Vec<(usize, String)>, pool: Arc<Pool>, gate: Arc<Gate>) -> Self {
+        gate.parts.fetch_add(1, Ordering::SeqCst);
+        Synthetic {
+            streams,
+            pool,
+            gate,
+        }
+    }
+}
+
+impl Drop for Synthetic {
+    fn drop(&mut self) {
+        self.gate.parts.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Source for Synthetic {
@@ -123,11 +142,11 @@ impl Source for Synthetic {
             parts
                 .into_iter()
                 .map(|streams| {
-                    Box::new(Synthetic {
+                    Box::new(Synthetic::new(
                         streams,
-                        pool: Arc::clone(&self.pool),
-                        gate: Arc::clone(&self.gate),
-                    }) as Box<dyn Source>
+                        Arc::clone(&self.pool),
+                        Arc::clone(&self.gate),
+                    )) as Box<dyn Source>
                 })
                 .collect(),
         )
@@ -143,18 +162,17 @@ impl Source for Synthetic {
         if keys.is_empty() {
             return Ok(());
         }
-        self.gate.parts.fetch_add(1, Ordering::SeqCst);
         let mut pushed = 0u32;
         for t in 0.. {
             for &(s, key) in &keys {
                 router.push_key(key, self.pool.row(t, s), None)?;
                 pushed = pushed.wrapping_add(1);
                 if pushed.is_multiple_of(1024) {
-                    if router.stopping() {
-                        return Ok(());
-                    }
                     if self.gate.closed.load(Ordering::Relaxed) {
                         self.gate.wait(router)?;
+                    }
+                    if router.stopping() {
+                        return Ok(());
                     }
                 }
             }
