@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use self::{
     proc_stats::{cpu_time, cpu_us_per_sample, peak_memory, per_thread_kind, thread_cpu},
-    raw::{Raw, Turn},
+    raw::Raw,
     synthetic::{Gate, Pool, Synthetic, model},
 };
 use crate::{
@@ -224,29 +224,55 @@ fn median(values: &[f64]) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// What one pipeline turn did.
+/// What one turn (or several together) scored, how long it took, and the process's CPU time
+/// meanwhile.
 #[derive(Debug, Clone, Copy, Default)]
-struct PipelineTurn {
-    samples: u64,
-    windows: u64,
-    elapsed: Duration,
-    cpu: Option<Duration>,
+pub(super) struct Turn {
+    pub(super) samples: u64,
+    pub(super) windows: u64,
+    pub(super) elapsed: Duration,
+    pub(super) cpu: Option<Duration>,
+}
+
+impl Turn {
+    fn samples_per_s(&self) -> f64 {
+        per_s(self.samples, self.elapsed)
+    }
+
+    /// The turns together (CPU time only if known for every turn).
+    fn total(turns: &[Turn]) -> Turn {
+        Turn {
+            samples: turns.iter().map(|t| t.samples).sum(),
+            windows: turns.iter().map(|t| t.windows).sum(),
+            elapsed: turns.iter().map(|t| t.elapsed).sum(),
+            cpu: turns.iter().map(|t| t.cpu).sum(),
+        }
+    }
+}
+
+/// Runs a turn and adds the process's CPU time over it.
+fn with_cpu(turn: impl FnOnce() -> Turn) -> Turn {
+    let before = cpu_time();
+    let t = turn();
+    Turn {
+        cpu: cpu_time().zip(before).and_then(|(a, b)| a.checked_sub(b)),
+        ..t
+    }
 }
 
 /// One pipeline turn: opens the gate for `length`, then pauses the source and lets the
 /// pipeline drain.
-fn pipeline_turn(running: &Running, gate: &Gate, length: Duration) -> PipelineTurn {
+fn pipeline_turn(running: &Running, gate: &Gate, length: Duration) -> Turn {
     let before = running.metrics();
-    let cpu = cpu_time();
     let start = Instant::now();
     gate.open();
     thread::sleep(length);
     let after = pause(running, gate);
-    PipelineTurn {
+    Turn {
         samples: verdicts(&after).saturating_sub(verdicts(&before)),
         windows: after.windows.saturating_sub(before.windows),
         elapsed: start.elapsed(),
-        cpu: cpu_time().zip(cpu).and_then(|(b, a)| b.checked_sub(a)),
+        cpu: None,
     }
 }
 
@@ -313,39 +339,26 @@ pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
     let length = Duration::from_secs_f64(args.turn);
     let turns = (args.seconds / args.turn).ceil().max(1.0) as usize;
     let threads_before = thread_cpu();
-    let mut pipeline_turns: Vec<PipelineTurn> = Vec::with_capacity(turns);
-    let mut raw_turns: Vec<(Turn, Option<Duration>)> = Vec::with_capacity(turns);
+    let mut pipeline_turns: Vec<Turn> = Vec::with_capacity(turns);
+    let mut raw_turns: Vec<Turn> = Vec::with_capacity(turns);
     for _ in 0..turns {
         if running.sources_finished() {
             break;
         }
-        pipeline_turns.push(pipeline_turn(&running, &gate, length));
-        let cpu = cpu_time();
-        let turn = raw.turn(&pool, length);
-        raw_turns.push((
-            turn,
-            cpu_time().zip(cpu).and_then(|(b, a)| b.checked_sub(a)),
-        ));
+        pipeline_turns.push(with_cpu(|| pipeline_turn(&running, &gate, length)));
+        raw_turns.push(with_cpu(|| raw.turn(&pool, length)));
     }
     let threads_after = thread_cpu();
     running.stop();
     let report = running.wait()?;
     let m = report.metrics;
-    let sum = |f: &dyn Fn(&PipelineTurn) -> u64| pipeline_turns.iter().map(f).sum::<u64>();
-    let (p_samples, p_windows) = (sum(&|t| t.samples), sum(&|t| t.windows));
-    let p_elapsed: Duration = pipeline_turns.iter().map(|t| t.elapsed).sum();
-    let p_cpu: Option<Duration> = pipeline_turns.iter().map(|t| t.cpu).sum();
-    let r_samples: u64 = raw_turns.iter().map(|(t, _)| t.samples).sum();
-    let r_windows: u64 = raw_turns.iter().map(|(t, _)| t.windows).sum();
-    let r_elapsed: Duration = raw_turns.iter().map(|(t, _)| t.elapsed).sum();
-    let r_cpu: Option<Duration> = raw_turns.iter().map(|(_, c)| *c).sum();
     let turn_ratios: Vec<f64> = pipeline_turns
         .iter()
         .zip(&raw_turns)
-        .map(|(p, (r, _))| per_s(p.samples, p.elapsed) / per_s(r.samples, r.elapsed).max(1e-9))
+        .map(|(p, r)| p.samples_per_s() / r.samples_per_s().max(1e-9))
         .collect();
-    let samples_per_s = per_s(p_samples, p_elapsed);
-    let raw_samples_per_s = per_s(r_samples, r_elapsed);
+    let (p, r) = (Turn::total(&pipeline_turns), Turn::total(&raw_turns));
+    let (samples_per_s, raw_samples_per_s) = (p.samples_per_s(), r.samples_per_s());
     Ok(PipelineFigures {
         streams: args.streams,
         channels: args.channels,
@@ -366,9 +379,9 @@ pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
         warmup_s: warmup.as_secs_f64(),
         warmup_samples_per_s: per_s(verdicts(&warmed), warmup),
         turns: turn_ratios.len(),
-        pipeline_s: p_elapsed.as_secs_f64(),
+        pipeline_s: p.elapsed.as_secs_f64(),
         samples_per_s,
-        windows_per_s: per_s(p_windows, p_elapsed),
+        windows_per_s: per_s(p.windows, p.elapsed),
         latency_p50_us: m.latency_p50.as_secs_f64() * 1e6,
         latency_p99_us: m.latency_p99.as_secs_f64() * 1e6,
         peak_memory_bytes: peak,
@@ -376,16 +389,16 @@ pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
         lost: m.samples_in.saturating_sub(m.accounted()),
         faulted: m.faulted,
         raw_samples_per_s,
-        raw_windows_per_s: per_s(r_windows, r_elapsed),
+        raw_windows_per_s: per_s(r.windows, r.elapsed),
         ratio: median(&turn_ratios),
         turn_ratios,
         ratio_of_totals: samples_per_s / raw_samples_per_s.max(1e-9),
-        cpu_us_per_sample: cpu_us_per_sample(Some(Duration::ZERO), p_cpu, p_samples),
-        raw_cpu_us_per_sample: cpu_us_per_sample(Some(Duration::ZERO), r_cpu, r_samples),
+        cpu_us_per_sample: cpu_us_per_sample(Some(Duration::ZERO), p.cpu, p.samples),
+        raw_cpu_us_per_sample: cpu_us_per_sample(Some(Duration::ZERO), r.cpu, r.samples),
         cpu_us_per_sample_by_thread: per_thread_kind(
             threads_before.as_ref(),
             threads_after.as_ref(),
-            p_samples,
+            p.samples,
         ),
     })
 }

@@ -9,7 +9,7 @@ use std::{
 
 use sensorae::DynDetector;
 
-use super::synthetic::Pool;
+use super::{Turn, synthetic::Pool};
 use crate::pipeline::partition;
 
 /// One raw thread's streams (those the pipeline's partition gives its worker), a boxed detector
@@ -22,14 +22,6 @@ struct RawThread {
     )]
     detectors: Vec<Box<DynDetector>>,
     round: usize,
-}
-
-/// Samples and windows one turn scored, and how long it took.
-#[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Turn {
-    pub(super) samples: u64,
-    pub(super) windows: u64,
-    pub(super) elapsed: Duration,
 }
 
 /// The raw scorers, kept between turns.
@@ -104,6 +96,7 @@ impl Raw {
             samples: counts.iter().map(|c| c.0).sum(),
             windows: counts.iter().map(|c| c.1).sum(),
             elapsed: start.elapsed(),
+            cpu: None,
         }
     }
 }
