@@ -76,7 +76,8 @@ pub struct PipelineArgs {
     /// Seconds of pipeline turns (the raw scorer gets as many), after the warm-up.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-    /// Length of one turn, seconds: the pipeline and the raw scorer alternate turns this long.
+    /// Length of one turn, seconds (at most `--seconds`): the pipeline and the raw scorer
+    /// alternate turns this long.
     #[arg(long, default_value_t = 1.0)]
     pub turn: f64,
     /// Worker threads (and threads of the raw scoring run).
@@ -158,6 +159,8 @@ pub struct PipelineFigures {
     pub warmup_samples_per_s: f64,
     /// Pipeline turns (and as many raw turns).
     pub turns: usize,
+    /// Length of each turn, seconds.
+    pub turn_s: f64,
     /// Seconds of pipeline turns.
     pub pipeline_s: f64,
     /// Samples with a verdict per second over the pipeline's turns (each turn from the gate's
@@ -336,7 +339,7 @@ pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
     let warmup = started.elapsed();
     let peak = peak_memory();
     let mut raw = Raw::new(&detector, &names, &pool, workers, warm);
-    let length = Duration::from_secs_f64(args.turn);
+    let length = Duration::from_secs_f64(args.turn.min(args.seconds));
     let turns = (args.seconds / args.turn).ceil().max(1.0) as usize;
     let threads_before = thread_cpu();
     let mut pipeline_turns: Vec<Turn> = Vec::with_capacity(turns);
@@ -379,6 +382,7 @@ pub fn measure(args: &PipelineArgs) -> Result<PipelineFigures> {
         warmup_s: warmup.as_secs_f64(),
         warmup_samples_per_s: per_s(verdicts(&warmed), warmup),
         turns: turn_ratios.len(),
+        turn_s: length.as_secs_f64(),
         pipeline_s: p.elapsed.as_secs_f64(),
         samples_per_s,
         windows_per_s: per_s(p.windows, p.elapsed),
@@ -448,13 +452,13 @@ pub fn run(args: &PipelineArgs) -> Result<()> {
         );
     }
     println!(
-        "warm-up (every stream's first {} samples): {:.2} s, {}samples/s; then {} turns of {} s \
+        "warm-up (every stream's first {} samples): {:.2} s, {}samples/s; then {} turn(s) of {} s \
          each, pipeline then raw, the source held at a gate during raw turns",
         2 * u32::from(f.window),
         f.warmup_s,
         rate(f.warmup_samples_per_s),
         f.turns,
-        args.turn
+        f.turn_s
     );
     println!(
         "pipeline: {} samples in all, {:.2} s of turns: {}samples/s, {}windows/s, {} records",
