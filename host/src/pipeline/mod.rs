@@ -166,7 +166,7 @@ pub use error::{ErrorKind, PipelineError};
 pub const DEFAULT_QUEUE: usize = 65_536;
 pub use metrics::MetricsSnapshot;
 pub use models::{Model, ModelMap, glob_match};
-pub use router::{Backpressure, Router, StopFlag, StreamKey, fnv1a, partition};
+pub use router::{Backpressure, Router, StopFlag, StreamKey, by_worker, fnv1a, partition};
 pub use sink::{CountingSink, CsvSink, JsonLines, MemorySink, Sink};
 pub use source::{CsvReplay, IterSource, LineFormat, LinesSource, NON_CHANNEL_COLUMNS, Source};
 pub use worker::{AlarmEvent, Emit, Record, RecordStatus};
@@ -686,10 +686,10 @@ impl Probe {
 
 /// A started pipeline.
 pub struct Running {
-    sources: Vec<(String, JoinHandle<Result<(), PipelineError>>)>,
+    sources: Vec<SourceHandle>,
     /// Parts of a split source still reading on their workers.
     parts_running: Arc<AtomicUsize>,
-    workers: Vec<JoinHandle<Result<Vec<String>, PipelineError>>>,
+    workers: Vec<WorkerHandle>,
     sink: JoinHandle<Result<(), PipelineError>>,
     reporter: Option<JoinHandle<()>>,
     done: Arc<AtomicBool>,

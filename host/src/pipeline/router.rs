@@ -225,6 +225,23 @@ pub fn partition(stream: &str, buckets: usize) -> usize {
     (z % buckets.max(1) as u64) as usize
 }
 
+/// Groups `items` by the worker [`partition`] gives each one's stream id, over `workers`
+/// workers, keeping their order: the parts a [`Source::split`](super::Source::split) returns.
+/// `None` when an item has no single stream id.
+pub fn by_worker<T>(
+    items: impl IntoIterator<Item = T>,
+    workers: usize,
+    id: impl Fn(&T) -> Option<&str>,
+) -> Option<Vec<Vec<T>>> {
+    let workers = workers.max(1);
+    let mut groups: Vec<Vec<T>> = (0..workers).map(|_| Vec::new()).collect();
+    for item in items {
+        let w = partition(id(&item)?, workers);
+        groups.get_mut(w)?.push(item);
+    }
+    Some(groups)
+}
+
 /// 64-bit FNV-1a: stable across processes, platforms and releases (unlike `DefaultHasher`).
 #[must_use]
 pub fn fnv1a(bytes: &[u8]) -> u64 {

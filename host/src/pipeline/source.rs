@@ -348,21 +348,17 @@ impl Source for CsvReplay {
 
     /// By stream, when every file holds one stream (none is long-format).
     fn split(&mut self, workers: usize) -> Option<Vec<Box<dyn Source>>> {
-        let workers = workers.max(1);
-        let mut parts: Vec<CsvReplay> = (0..workers)
-            .map(|_| CsvReplay::new().pace(self.pace))
-            .collect();
-        for (path, stream) in &self.files {
-            let id = stream.as_ref().ok()?;
-            parts
-                .get_mut(super::partition(id, workers))?
-                .files
-                .push((path.clone(), Ok(id.clone())));
-        }
+        let groups = super::by_worker(self.files.iter().cloned(), workers, |(_, stream)| {
+            stream.as_deref().ok()
+        })?;
         Some(
-            parts
+            groups
                 .into_iter()
-                .map(|p| Box::new(p) as Box<dyn Source>)
+                .map(|files| {
+                    let mut part = CsvReplay::new().pace(self.pace);
+                    part.files = files;
+                    Box::new(part) as Box<dyn Source>
+                })
                 .collect(),
         )
     }

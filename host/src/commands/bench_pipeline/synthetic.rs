@@ -13,7 +13,7 @@ use sensorae::{Channel, DynDetector, encode_to_vec, testing};
 use super::PipelineArgs;
 use crate::{
     error::{Error, Result},
-    pipeline::{PipelineError, Router, Source, StreamKey, partition},
+    pipeline::{PipelineError, Router, Source, StreamKey, by_worker},
 };
 
 /// Rows in the pool of synthetic samples (each stream reads it at its own phase).
@@ -132,14 +132,11 @@ impl Source for Synthetic {
     }
 
     fn split(&mut self, workers: usize) -> Option<Vec<Box<dyn Source>>> {
-        let mut parts: Vec<Vec<(usize, String)>> = vec![Vec::new(); workers.max(1)];
-        for (s, name) in &self.streams {
-            parts
-                .get_mut(partition(name, workers))?
-                .push((*s, name.clone()));
-        }
+        let groups = by_worker(self.streams.iter().cloned(), workers, |(_, name)| {
+            Some(name.as_str())
+        })?;
         Some(
-            parts
+            groups
                 .into_iter()
                 .map(|streams| {
                     Box::new(Synthetic::new(
